@@ -1,0 +1,97 @@
+"""The ``pgrun`` command: Hydra parses and composes, :mod:`pgrun.run` trains.
+
+Errors are mapped to the contract: bad input (Hydra composition errors,
+OmegaConf type errors, our own :class:`ConfigError`) prints one line and exits
+2, leaving no run directory behind; a failure during training exits 1.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+EXIT_BAD_INPUT = 2
+EXIT_TRAINING_FAILED = 1
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    print(f"pgrun: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in str(text).splitlines() if line.strip()), "")
+
+
+def _describe_hydra_error(err: BaseException) -> str:
+    """One line for a Hydra/OmegaConf composition error, naming the fix."""
+    from pgrun.config import ALGOS, close_matches, gymnasium_ids
+
+    text = str(err)
+    missing = re.search(r"Could not find '(algo|env)/([^']+)'", text)
+    if missing:
+        group, name = missing.groups()
+        if group == "env":
+            return (f"unknown environment '{name}'{close_matches(name, gymnasium_ids())}: "
+                    f"pass a registered Gymnasium id, e.g. env=CartPole-v1")
+        return f"unknown algorithm '{name}'{close_matches(name, list(ALGOS))}: choose one of {', '.join(ALGOS)}"
+    cause = err.__cause__
+    unknown_key = re.search(r"Could not override '([^']+)'", text)
+    if unknown_key and cause is not None and "not in" in str(cause):
+        key = unknown_key.group(1)
+        return f"unknown config key '{key}': check the spelling (pgrun --cfg job lists every key)"
+    merging = re.search(r"Error merging override (\S+)", text)
+    if merging and cause is not None:
+        return f"bad value in {merging.group(1)}: {_first_line(cause)}"
+    detail = _first_line(cause) if cause is not None else ""
+    return _first_line(text) + (f" ({detail})" if detail and detail not in text else "")
+
+
+def _remove_run_dir(run_dir: Path) -> None:
+    """Bad input must leave nothing behind: drop the directory Hydra just created."""
+    if run_dir.is_dir() and not (run_dir / "checkpoints").exists():
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _task(cfg: Any) -> Any:
+    from hydra.core.hydra_config import HydraConfig
+
+    from pgrun.config import ConfigError
+    from pgrun.run import run_training
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        summary = run_training(cfg, run_dir)
+    except ConfigError:
+        _remove_run_dir(run_dir)
+        raise
+    return summary["final_return_mean"]
+
+
+def main() -> None:
+    """Entry point of ``pgrun``."""
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's multi-line report
+    import hydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from pgrun.config import ConfigError, register_configs
+    from pgrun.paths import conf_dir
+    from pgrun.train import TrainingError
+
+    register_configs()
+    hydra_main = hydra.main(version_base=None, config_path=str(conf_dir()), config_name="config")(_task)
+    try:
+        hydra_main()
+    except ConfigError as err:
+        _fail(str(err), EXIT_BAD_INPUT)
+    except (HydraException, OmegaConfBaseException) as err:
+        _fail(_describe_hydra_error(err), EXIT_BAD_INPUT)
+    except TrainingError as err:
+        _fail(f"training failed: {err}", EXIT_TRAINING_FAILED)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)

@@ -1,0 +1,168 @@
+"""Typed configuration: the schemas Hydra checks, and every range check in one place.
+
+The values users see live in ``conf/`` (YAML); the types live here. Hydra
+type-checks YAML only when it is composed on top of a structured schema, so each
+YAML group option starts from a schema registered below. Semantic checks that a
+type cannot express (ranges, divisibility, fit to the action space) are in
+:func:`validate`, which raises :class:`ConfigError` with a one-line message that
+names the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+ALGOS = ("reinforce", "a2c", "npg", "trpo", "ppo")
+BACKENDS = ("auto", "jax", "gymnasium")
+ACTIVATIONS = ("tanh", "relu", "elu", "gelu", "silu")
+
+
+class ConfigError(ValueError):
+    """Bad user input: reported on one line, exit code 2."""
+
+
+@dataclass
+class AlgoConfig:
+    """Hyperparameters shared by every algorithm."""
+
+    name: str = MISSING
+    lr: float = MISSING
+    gamma: float = MISSING
+    num_steps: int = MISSING  # rollout length per environment and iteration
+    hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
+    activation: str = "tanh"
+    max_grad_norm: float = 0.5
+    anneal_lr: bool = False  # linear decay of the learning rate to 0
+
+
+@dataclass
+class PPOConfig(AlgoConfig):
+    """Proximal policy optimisation with the clipped surrogate."""
+
+    name: str = "ppo"
+    gae_lambda: float = MISSING
+    update_epochs: int = MISSING
+    num_minibatches: int = MISSING
+    clip_eps: float = MISSING
+    ent_coef: float = MISSING
+    vf_coef: float = MISSING
+    norm_adv: bool = True
+
+
+@dataclass
+class EnvConfig:
+    """Which environment, and how it is simulated."""
+
+    id: str = MISSING
+    backend: str = "auto"  # auto: the JAX port when one exists, else Gymnasium
+    normalize_obs: bool = False  # running mean/std normalisation inside the jitted loop
+
+
+@dataclass
+class RunConfig:
+    """The top level of every run."""
+
+    algo: Any = MISSING
+    env: Any = MISSING
+    seed: int = 0
+    total_timesteps: int = MISSING
+    num_envs: int = MISSING
+    num_seeds: int = 1
+    log_interval: int = 10  # iterations between TensorBoard points
+    quiet: bool = False
+
+
+ALGO_SCHEMAS: dict[str, type] = {"ppo": PPOConfig}
+
+_registered = False
+
+
+def register_configs() -> None:
+    """Register schemas, and every Gymnasium id as an ``env`` option.
+
+    ``env=<id>`` then works for any registered Gymnasium environment, not just
+    the ones with a YAML file in ``conf/env``.
+    """
+    global _registered
+    if _registered:
+        return
+    cs = ConfigStore.instance()
+    cs.store(name="run_schema", node=RunConfig)
+    for name, schema in ALGO_SCHEMAS.items():
+        cs.store(group="algo", name=f"_{name}_schema", node=schema)
+    cs.store(group="env", name="_schema", node=EnvConfig)
+    from pgrun.paths import conf_dir
+
+    with_yaml = {p.stem for p in (conf_dir() / "env").glob("*.yaml")}
+    for env_id in gymnasium_ids():
+        if env_id not in with_yaml and "/" not in env_id:
+            cs.store(group="env", name=env_id, node=EnvConfig(id=env_id))
+    _registered = True
+
+
+def gymnasium_ids() -> list[str]:
+    import gymnasium
+
+    return sorted(gymnasium.registry.keys())
+
+
+def close_matches(name: str, options: list[str]) -> str:
+    """' (did you mean X, Y?)' or '' — appended to unknown-name errors."""
+    found = difflib.get_close_matches(name, options, n=3, cutoff=0.5)
+    if not found:
+        lowered = {o.lower(): o for o in options}
+        found = [lowered[m] for m in difflib.get_close_matches(name.lower(), list(lowered), n=3, cutoff=0.5)]
+    return f" (did you mean {', '.join(found)}?)" if found else ""
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def validate(cfg: Any) -> None:
+    """Range and consistency checks that types cannot express."""
+    a, e = cfg.algo, cfg.env
+    _check(a.name in ALGOS, f"unknown algorithm '{a.name}': choose one of {', '.join(ALGOS)}")
+    _check(e.backend in BACKENDS, f"env.backend={e.backend} is not valid: use one of {', '.join(BACKENDS)}")
+    _check(cfg.total_timesteps > 0, f"total_timesteps={cfg.total_timesteps} must be positive")
+    _check(cfg.num_envs >= 1, f"num_envs={cfg.num_envs} must be at least 1")
+    _check(cfg.num_seeds >= 1, f"num_seeds={cfg.num_seeds} must be at least 1")
+    _check(cfg.log_interval >= 1, f"log_interval={cfg.log_interval} must be at least 1")
+    _check(a.lr > 0, f"algo.lr={a.lr} must be positive")
+    _check(0.0 <= a.gamma <= 1.0, f"algo.gamma={a.gamma} must lie in [0, 1]")
+    _check(a.num_steps >= 1, f"algo.num_steps={a.num_steps} must be at least 1")
+    _check(a.max_grad_norm > 0, f"algo.max_grad_norm={a.max_grad_norm} must be positive")
+    _check(len(a.hidden_sizes) >= 1 and all(h >= 1 for h in a.hidden_sizes),
+           f"algo.hidden_sizes={list(a.hidden_sizes)} needs at least one layer of positive width")
+    _check(a.activation in ACTIVATIONS,
+           f"algo.activation={a.activation} is not valid: use one of {', '.join(ACTIVATIONS)}")
+    if a.name == "ppo":
+        _check(0.0 <= a.gae_lambda <= 1.0, f"algo.gae_lambda={a.gae_lambda} must lie in [0, 1]")
+        _check(a.clip_eps > 0, f"algo.clip_eps={a.clip_eps} must be positive")
+        _check(a.update_epochs >= 1, f"algo.update_epochs={a.update_epochs} must be at least 1")
+        _check(a.num_minibatches >= 1, f"algo.num_minibatches={a.num_minibatches} must be at least 1")
+        _check(a.ent_coef >= 0, f"algo.ent_coef={a.ent_coef} must be non-negative")
+        _check(a.vf_coef >= 0, f"algo.vf_coef={a.vf_coef} must be non-negative")
+        batch = cfg.num_envs * a.num_steps
+        _check(batch % a.num_minibatches == 0,
+               f"the batch of num_envs*algo.num_steps={batch} does not split into "
+               f"algo.num_minibatches={a.num_minibatches}: pick a divisor of {batch}")
+
+
+def iterations(cfg: Any) -> tuple[int, int]:
+    """(iterations per logging block, number of blocks) covering total_timesteps.
+
+    The run covers at least ``total_timesteps`` env steps per seed, rounded up to
+    whole logging blocks so the compiled block is the same every time.
+    """
+    batch = cfg.num_envs * cfg.algo.num_steps
+    total_iters = max(1, -(-cfg.total_timesteps // batch))
+    block = min(cfg.log_interval, total_iters)
+    return block, -(-total_iters // block)
+

@@ -1,0 +1,87 @@
+"""TensorBoard scalars, progress lines and ``summary.json``.
+
+Turns the per-iteration metric arrays of one block (``[seeds, iterations]``)
+into one TensorBoard point per seed and block, against environment steps.
+Uses tensorboardX, which writes event files without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tensorboardX import SummaryWriter
+
+# metric name in the update -> TensorBoard tag
+LOSS_TAGS = {
+    "policy_loss": "losses/policy_loss",
+    "value_loss": "losses/value_loss",
+    "entropy": "losses/entropy",
+    "approx_kl": "losses/approx_kl",
+    "clip_fraction": "losses/clip_fraction",
+    "explained_variance": "losses/explained_variance",
+    "learning_rate": "charts/learning_rate",
+}
+EPISODE_KEYS = ("episode_count", "episode_return_sum", "episode_length_sum")
+
+
+def seed_dirs(run_dir: Path, seeds: list[int]) -> list[Path]:
+    """Where each seed's event files go: the run dir itself for one seed."""
+    return [run_dir] if len(seeds) == 1 else [run_dir / f"seed_{s}" for s in seeds]
+
+
+class BlockLogger:
+    """Per-seed TensorBoard writers plus the running record of episodic returns."""
+
+    def __init__(self, run_dir: Path, seeds: list[int]):
+        self.writers = [SummaryWriter(logdir=str(d), flush_secs=10) for d in seed_dirs(run_dir, seeds)]
+        self.last_return = [math.nan] * len(seeds)
+        self.last_length = [math.nan] * len(seeds)
+
+    def log_block(self, metrics: dict[str, np.ndarray], env_steps: int, seconds: float, steps_in_block: int) -> None:
+        for i, writer in enumerate(self.writers):
+            count = float(np.sum(metrics["episode_count"][i]))
+            if count > 0:
+                self.last_return[i] = float(np.sum(metrics["episode_return_sum"][i]) / count)
+                self.last_length[i] = float(np.sum(metrics["episode_length_sum"][i]) / count)
+            if not math.isnan(self.last_return[i]):
+                writer.add_scalar("charts/episodic_return", self.last_return[i], env_steps)
+                writer.add_scalar("charts/episodic_length", self.last_length[i], env_steps)
+            writer.add_scalar("charts/sps", steps_in_block / max(seconds, 1e-9), env_steps)
+            for key, tag in LOSS_TAGS.items():
+                if key in metrics:
+                    writer.add_scalar(tag, float(np.mean(metrics[key][i])), env_steps)
+
+    def close(self) -> None:
+        for writer in self.writers:
+            writer.close()
+
+
+class Progress:
+    """Plain progress lines, at most one every ``every_seconds`` (and the last)."""
+
+    def __init__(self, label: str, total_steps: int, quiet: bool, every_seconds: float = 2.0):
+        self.label, self.total, self.quiet, self.every = label, total_steps, quiet, every_seconds
+        self.start = time.perf_counter()
+        self.last_print = -math.inf
+
+    def update(self, steps: int, mean_return: float, sps: float, force: bool = False) -> None:
+        now = time.perf_counter()
+        if self.quiet or (not force and now - self.last_print < self.every):
+            return
+        self.last_print = now
+        eta = (self.total - steps) / sps if sps > 0 else math.inf
+        ret = "n/a" if math.isnan(mean_return) else f"{mean_return:.1f}"
+        print(f"[{self.label}] {steps:>10,d}/{self.total:,d} steps ({100 * steps / self.total:5.1f}%)"
+              f" | return {ret} | {sps:,.0f} steps/s | ETA {eta:.0f}s", flush=True)
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,56 @@
+"""Acting, and the fixed-size rollout of the JAX path as one ``lax.scan``."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+
+from pgrun.algos.common import Batch
+from pgrun.envs.core import Env
+from pgrun.envs.wrappers import auto_reset_step
+from pgrun.normalization import RunningMeanStd
+from pgrun.policies import Policy
+
+Normalizer = Callable[[RunningMeanStd, jax.Array], jax.Array]
+
+
+def identity_normalizer(stats: RunningMeanStd, obs: jax.Array) -> jax.Array:
+    return obs
+
+
+def running_normalizer(stats: RunningMeanStd, obs: jax.Array) -> jax.Array:
+    return stats.normalize(obs)
+
+
+def act(policy: Policy, normalize: Normalizer, params: Any, obs_stats: RunningMeanStd, obs: jax.Array,
+        key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Sample actions for a batch of raw observations: ``(actions, log_probs)``."""
+    dist = policy.dist(params["actor"], normalize(obs_stats, obs))
+    actions = dist.sample(key)
+    return actions, dist.log_prob(actions)
+
+
+def make_rollout(env: Env, policy: Policy, normalize: Normalizer, num_steps: int):
+    """``rollout(params, obs_stats, env_state, obs, key) -> (env_state, obs, Batch)``.
+
+    ``env_state`` and ``obs`` are batched over parallel environments; the
+    environment auto-resets, so the rollout never stops early.
+    """
+    batched_step = jax.vmap(auto_reset_step, in_axes=(None, 0, 0, 0))
+
+    def rollout(params, obs_stats, env_state, obs, key):
+        def step(carry, step_key):
+            env_state, obs = carry
+            k_act, k_env = jax.random.split(step_key)
+            actions, log_probs = act(policy, normalize, params, obs_stats, obs, k_act)
+            env_keys = jax.random.split(k_env, obs.shape[0])
+            next_obs, env_state, rewards, terminated, truncated, final_obs = batched_step(
+                env, env_keys, env_state, policy.to_env_action(actions))
+            transition = Batch(obs, actions, log_probs, rewards, terminated, terminated | truncated, final_obs)
+            return (env_state, next_obs), transition
+
+        (env_state, obs), batch = jax.lax.scan(step, (env_state, obs), jax.random.split(key, num_steps))
+        return env_state, obs, batch
+
+    return rollout

@@ -1,0 +1,82 @@
+"""One training run in one run directory: train, log, checkpoint, summarise."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from pgrun import checkpoint
+from pgrun.config import validate
+from pgrun.logger import BlockLogger, Progress, write_json_atomic
+from pgrun.train import build, check_finite, make_loop
+
+
+def run_training(cfg: Any, run_dir: Path) -> dict[str, Any]:
+    """Train as ``cfg`` says, writing event files, checkpoints and ``summary.json``
+    into ``run_dir``. Returns the summary."""
+    validate(cfg)
+    setup = build(cfg)
+    loop = make_loop(setup)
+    label = f"{cfg.algo.name} {cfg.env.id}"
+    progress = Progress(label, setup.block_len * setup.num_blocks * setup.steps_per_iteration, cfg.quiet)
+    if not cfg.quiet:
+        print(f"[{label}] backend={setup.backend} seeds={setup.seeds} device={jax.devices()[0].platform} "
+              f"iterations={setup.block_len * setup.num_blocks} run_dir={run_dir}", flush=True)
+
+    start = time.perf_counter()
+    runner = loop.init()
+    loop.compile(runner)
+    compile_seconds = time.perf_counter() - start
+
+    logger = BlockLogger(run_dir, setup.seeds)
+    steps_per_block = setup.block_len * setup.steps_per_iteration
+    checkpoints = run_dir / "checkpoints"
+    try:
+        for block in range(setup.num_blocks):
+            block_start = time.perf_counter()
+            new_runner, metrics = loop.run_block(runner)
+            seconds = time.perf_counter() - block_start
+            check_finite(metrics, block * setup.block_len)
+            runner = new_runner
+            env_steps = (block + 1) * steps_per_block
+            logger.log_block(metrics, env_steps, seconds, steps_per_block)
+            progress.update(env_steps, float(np.nanmean(logger.last_return)) if not all(
+                math.isnan(r) for r in logger.last_return) else math.nan,
+                steps_per_block * len(setup.seeds) / max(seconds, 1e-9), force=block == setup.num_blocks - 1)
+    finally:
+        logger.close()
+        checkpoint.save(checkpoints, checkpoint.LATEST, loop.train_state(runner))
+    checkpoint.save(checkpoints, checkpoint.FINAL, loop.train_state(runner))
+    wall_seconds = time.perf_counter() - start
+
+    total_steps = setup.num_blocks * steps_per_block
+    returns = [float(r) for r in logger.last_return]
+    summary = {
+        "status": "completed",
+        "algo": cfg.algo.name,
+        "env": cfg.env.id,
+        "backend": setup.backend,
+        "seeds": setup.seeds,
+        "env_steps": total_steps,
+        "iterations": setup.num_blocks * setup.block_len,
+        "wall_seconds": wall_seconds,
+        "compile_seconds": compile_seconds,
+        "sps": total_steps * len(setup.seeds) / wall_seconds,
+        "sps_after_compile": total_steps * len(setup.seeds) / max(wall_seconds - compile_seconds, 1e-9),
+        "final_return_mean": float(np.nanmean(returns)) if not all(map(math.isnan, returns)) else None,
+        "final_return_std": float(np.nanstd(returns)) if not all(map(math.isnan, returns)) else None,
+        "returns_per_seed": [None if math.isnan(r) else r for r in returns],
+    }
+    write_json_atomic(run_dir / "summary.json", summary)
+    if not cfg.quiet:
+        ret = summary["final_return_mean"]
+        shown = "n/a (no episode finished)" if ret is None else f"{ret:.2f} ± {summary['final_return_std']:.2f}"
+        print(f"[{label}] done: final mean return {shown} over {len(setup.seeds)} seed(s), "
+              f"{total_steps:,d} steps/seed in {wall_seconds:.1f}s "
+              f"(compile {compile_seconds:.1f}s, {summary['sps']:,.0f} steps/s)", flush=True)
+    return summary

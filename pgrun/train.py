@@ -1,0 +1,236 @@
+"""Training: build the jitted program for a config and drive it block by block.
+
+One *iteration* is rollout + advantages + algorithm update. On the JAX path
+a *block* of ``log_interval`` iterations is a single ``lax.scan``, vmapped
+over seeds and compiled once ahead of time; Python only loops over blocks to
+log and checkpoint. On the Gymnasium path the environment steps on the host,
+while acting and the update are the same jitted functions, vmapped over seeds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pgrun.algos import make_algorithm
+from pgrun.algos.common import Algorithm, Batch, TrainState
+from pgrun.config import iterations
+from pgrun.envs import make_env
+from pgrun.envs.core import Box, Space
+from pgrun.envs.gym_bridge import GymVectorEnv
+from pgrun.envs.wrappers import EpisodeStats, accumulate_episodes
+from pgrun.normalization import RunningMeanStd
+from pgrun.policies import Policy, make_policy
+from pgrun.rollout import Normalizer, act, identity_normalizer, make_rollout, running_normalizer
+
+
+class TrainingError(RuntimeError):
+    """Training could not go on (for example a non-finite loss): exit code 1."""
+
+
+@dataclass
+class Setup:
+    """Everything static about a run, derived from its config."""
+
+    cfg: Any
+    env: Any  # a JAX Env, or a GymVectorEnv on the host
+    backend: str  # "jax" or "gymnasium"
+    observation_space: Box
+    action_space: Space
+    policy: Policy
+    algorithm: Algorithm
+    normalize: Normalizer
+    block_len: int
+    num_blocks: int
+    seeds: list[int]
+
+    @property
+    def steps_per_iteration(self) -> int:
+        return self.cfg.num_envs * self.cfg.algo.num_steps
+
+
+def build(cfg: Any) -> Setup:
+    block_len, num_blocks = iterations(cfg)
+    seeds = [cfg.seed + i for i in range(cfg.num_seeds)]
+    env, backend = make_env(cfg.env.id, cfg.env.backend, cfg.num_envs * cfg.num_seeds)
+    hidden, activation = cfg.algo.hidden_sizes, cfg.algo.activation
+    policy = make_policy(env.observation_space, env.action_space, hidden, activation)
+    algorithm = make_algorithm(cfg.algo, policy, block_len * num_blocks)
+    normalize = running_normalizer if cfg.env.normalize_obs else identity_normalizer
+    return Setup(cfg, env, backend, env.observation_space, env.action_space, policy, algorithm, normalize,
+                 block_len, num_blocks, seeds)
+
+
+def init_train_state(setup: Setup, key: jax.Array) -> TrainState:
+    params = setup.policy.init(key)
+    return TrainState(params=params, opt_state=setup.algorithm.init_opt_state(params),
+                      obs_stats=RunningMeanStd.create((setup.policy.obs_dim,)),
+                      episodes=EpisodeStats.create(setup.cfg.num_envs), iteration=jnp.zeros((), jnp.int32))
+
+
+def make_learn(setup: Setup) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, dict]]:
+    """Episode bookkeeping, normalisation and the algorithm update for one batch.
+
+    The batch is normalised with the statistics it was collected under (so
+    the behaviour log-probabilities stay consistent); the statistics absorb the
+    batch afterwards.
+    """
+    update, normalize = setup.algorithm.update, setup.normalize
+
+    def learn(state: TrainState, batch: Batch, key: jax.Array):
+        episodes, episode_metrics = accumulate_episodes(state.episodes, batch.rewards, batch.dones)
+        seen = batch.replace(obs=normalize(state.obs_stats, batch.obs),
+                             next_obs=normalize(state.obs_stats, batch.next_obs))
+        state, metrics = update(state, seen, key)
+        obs_stats = state.obs_stats.update(batch.obs) if setup.cfg.env.normalize_obs else state.obs_stats
+        state = state.replace(episodes=episodes, obs_stats=obs_stats, iteration=state.iteration + 1)
+        return state, {**metrics, **episode_metrics}
+
+    return learn
+
+
+@jax.tree_util.register_dataclass
+@dataclass
+class JaxRunner:
+    """What the JAX path carries from one block to the next (per seed)."""
+
+    train: TrainState
+    env_state: Any
+    obs: jax.Array
+    key: jax.Array
+
+
+class JaxLoop:
+    """The whole block -- rollouts and updates -- as one compiled program."""
+
+    def __init__(self, setup: Setup):
+        self.setup = setup
+        rollout = make_rollout(setup.env, setup.policy, setup.normalize, setup.cfg.algo.num_steps)
+        learn = make_learn(setup)
+
+        def iteration(runner: JaxRunner, _):
+            key, k_roll, k_learn = jax.random.split(runner.key, 3)
+            env_state, obs, batch = rollout(runner.train.params, runner.train.obs_stats, runner.env_state,
+                                            runner.obs, k_roll)
+            train, metrics = learn(runner.train, batch, k_learn)
+            return JaxRunner(train, env_state, obs, key), metrics
+
+        def block(runner: JaxRunner):
+            return jax.lax.scan(iteration, runner, None, length=setup.block_len)
+
+        self._block = jax.jit(jax.vmap(block), donate_argnums=0)
+        self._compiled = None
+
+    def init(self) -> JaxRunner:
+        setup = self.setup
+
+        def init_one(seed):
+            key = jax.random.PRNGKey(seed)
+            k_params, k_env, k_run = jax.random.split(key, 3)
+            obs, env_state = jax.vmap(setup.env.reset)(jax.random.split(k_env, setup.cfg.num_envs))
+            return JaxRunner(init_train_state(setup, k_params), env_state, obs, k_run)
+
+        return jax.jit(jax.vmap(init_one))(jnp.asarray(setup.seeds, jnp.uint32))
+
+    def compile(self, runner: JaxRunner) -> None:
+        self._compiled = self._block.lower(runner).compile()
+
+    def run_block(self, runner: JaxRunner) -> tuple[JaxRunner, dict]:
+        runner, metrics = self._compiled(runner)
+        return runner, jax.device_get(metrics)
+
+    @staticmethod
+    def train_state(runner: JaxRunner) -> TrainState:
+        return runner.train
+
+
+@dataclass
+class GymRunner:
+    train: TrainState
+    obs: np.ndarray  # [seeds, envs, obs_dim]
+    key: jax.Array
+
+
+class GymLoop:
+    """Host-side environment stepping around the same jitted act and learn."""
+
+    def __init__(self, setup: Setup):
+        self.setup = setup
+        self.envs: GymVectorEnv = setup.env
+        policy, normalize = setup.policy, setup.normalize
+        self._act = jax.jit(jax.vmap(lambda params, stats, obs, key: act(policy, normalize, params, stats, obs, key)))
+        self._to_env = jax.jit(policy.to_env_action)
+        self._learn = jax.jit(jax.vmap(make_learn(setup)))
+
+    def init(self) -> GymRunner:
+        setup = self.setup
+        keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(setup.seeds, jnp.uint32))
+        k_params, k_run = jax.vmap(lambda k: jax.random.split(k, 2), out_axes=1)(keys)
+        train = jax.jit(jax.vmap(lambda k: init_train_state(setup, k)))(k_params)
+        obs = self.envs.reset(seed=setup.seeds[0] * 1_000_003)
+        return GymRunner(train, obs.reshape(len(setup.seeds), setup.cfg.num_envs, -1), k_run)
+
+    def compile(self, runner: GymRunner) -> None:
+        """Run one throwaway rollout step and update so both are compiled before timing."""
+        keys = jax.vmap(jax.random.split)(runner.key)[:, 0]
+        actions, log_probs = self._act(runner.train.params, runner.train.obs_stats, runner.obs, keys)
+        self._to_env(actions).block_until_ready()
+        batch = self._stack([Batch(runner.obs, actions, log_probs, *self._zeros(runner), runner.obs)])
+        jax.block_until_ready(self._learn(runner.train, batch, keys))
+
+    def _zeros(self, runner: GymRunner):
+        shape = runner.obs.shape[:2]
+        return np.zeros(shape, np.float32), np.zeros(shape, bool), np.zeros(shape, bool)
+
+    @staticmethod
+    def _stack(steps: list[Batch]) -> Batch:
+        """Time-major steps -> a per-seed batch ``[seeds, time, envs, ...]``."""
+        return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs], axis=1), *steps)
+
+    def run_block(self, runner: GymRunner) -> tuple[GymRunner, dict]:
+        setup, num_seeds = self.setup, len(self.setup.seeds)
+        all_metrics = []
+        for _ in range(setup.block_len):
+            steps = []
+            obs, key = runner.obs, runner.key
+            for _ in range(setup.cfg.algo.num_steps):
+                split = jax.vmap(jax.random.split)(key)
+                key, k_act = split[:, 0], split[:, 1]
+                actions, log_probs = self._act(runner.train.params, runner.train.obs_stats, obs, k_act)
+                env_actions = np.asarray(self._to_env(actions))
+                out = self.envs.step(env_actions.reshape((-1,) + env_actions.shape[2:]))
+                per_seed = lambda x: x.reshape((num_seeds, setup.cfg.num_envs) + x.shape[1:])
+                steps.append(Batch(obs, np.asarray(actions), np.asarray(log_probs), per_seed(out.rewards),
+                                   per_seed(out.terminated), per_seed(out.terminated | out.truncated),
+                                   per_seed(out.final_obs)))
+                obs = per_seed(out.obs)
+            split = jax.vmap(jax.random.split)(key)
+            key, k_learn = split[:, 0], split[:, 1]
+            train, metrics = self._learn(runner.train, self._stack(steps), k_learn)
+            runner = GymRunner(train, obs, key)
+            all_metrics.append(jax.device_get(metrics))
+        return runner, jax.tree.map(lambda *xs: np.stack(xs, axis=1), *all_metrics)
+
+    @staticmethod
+    def train_state(runner: GymRunner) -> TrainState:
+        return runner.train
+
+
+def make_loop(setup: Setup) -> JaxLoop | GymLoop:
+    return JaxLoop(setup) if setup.backend == "jax" else GymLoop(setup)
+
+
+def check_finite(metrics: dict, first_iteration: int) -> None:
+    """Raise :class:`TrainingError` naming the first non-finite quantity."""
+    for name, values in metrics.items():
+        values = np.asarray(values)
+        if not np.all(np.isfinite(values)):
+            bad = np.argwhere(~np.isfinite(values))[0]
+            seed_index, step = (int(bad[0]), int(bad[1])) if values.ndim >= 2 else (0, int(bad[0]))
+            raise TrainingError(f"{name} became non-finite at iteration {first_iteration + step + 1} "
+                                f"(seed index {seed_index}); lower algo.lr or algo.max_grad_norm")
+
