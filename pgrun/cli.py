@@ -7,6 +7,7 @@ OmegaConf type errors, our own :class:`ConfigError`) prints one line and exits
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -57,18 +58,29 @@ def _remove_run_dir(run_dir: Path) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
+# Errors of jobs, recorded by the task so Hydra neither prints its own report
+# nor stops a sweep; main() reports them once Hydra returns.
+_job_errors: list[tuple[str, int]] = []
+
+
 def _task(cfg: Any) -> Any:
     from hydra.core.hydra_config import HydraConfig
 
     from pgrun.config import ConfigError
     from pgrun.run import run_training
+    from pgrun.train import TrainingError
 
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # backend probing is noise
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         summary = run_training(cfg, run_dir)
-    except ConfigError:
+    except ConfigError as err:
         _remove_run_dir(run_dir)
-        raise
+        _job_errors.append((str(err), EXIT_BAD_INPUT))
+        return None
+    except TrainingError as err:
+        _job_errors.append((f"training failed: {err}", EXIT_TRAINING_FAILED))
+        return None
     return summary["final_return_mean"]
 
 
@@ -81,7 +93,6 @@ def main() -> None:
 
     from pgrun.config import ConfigError, register_configs
     from pgrun.paths import conf_dir
-    from pgrun.train import TrainingError
 
     register_configs()
     hydra_main = hydra.main(version_base=None, config_path=str(conf_dir()), config_name="config")(_task)
@@ -91,7 +102,9 @@ def main() -> None:
         _fail(str(err), EXIT_BAD_INPUT)
     except (HydraException, OmegaConfBaseException) as err:
         _fail(_describe_hydra_error(err), EXIT_BAD_INPUT)
-    except TrainingError as err:
-        _fail(f"training failed: {err}", EXIT_TRAINING_FAILED)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
+    if _job_errors:
+        for message, _ in _job_errors[:-1]:
+            print(f"pgrun: error: {message}", file=sys.stderr)
+        _fail(_job_errors[-1][0], max(code for _, code in _job_errors))

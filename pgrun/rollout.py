@@ -37,20 +37,22 @@ def make_rollout(env: Env, policy: Policy, normalize: Normalizer, num_steps: int
     ``env_state`` and ``obs`` are batched over parallel environments; the
     environment auto-resets, so the rollout never stops early.
     """
-    batched_step = jax.vmap(auto_reset_step, in_axes=(None, 0, 0, 0))
+    batched_step = jax.vmap(auto_reset_step, in_axes=(None, 0, 0, 0, 0))
 
     def rollout(params, obs_stats, env_state, obs, key):
-        def step(carry, step_key):
+        num_envs = obs.shape[0]
+
+        def step(carry, keys):
             env_state, obs = carry
-            k_act, k_env = jax.random.split(step_key)
-            actions, log_probs = act(policy, normalize, params, obs_stats, obs, k_act)
-            env_keys = jax.random.split(k_env, obs.shape[0])
+            actions, log_probs = act(policy, normalize, params, obs_stats, obs, keys[0])
             next_obs, env_state, rewards, terminated, truncated, final_obs = batched_step(
-                env, env_keys, env_state, policy.to_env_action(actions))
+                env, keys[1:1 + num_envs], keys[1 + num_envs:], env_state, policy.to_env_action(actions))
             transition = Batch(obs, actions, log_probs, rewards, terminated, terminated | truncated, final_obs)
             return (env_state, next_obs), transition
 
-        (env_state, obs), batch = jax.lax.scan(step, (env_state, obs), jax.random.split(key, num_steps))
+        # All keys of the rollout in one batched call: per step one to act, one per env to step and to reset.
+        keys = jax.random.split(key, (num_steps, 1 + 2 * num_envs))
+        (env_state, obs), batch = jax.lax.scan(step, (env_state, obs), keys)
         return env_state, obs, batch
 
     return rollout

@@ -162,29 +162,37 @@ class GymLoop:
         self.setup = setup
         self.envs: GymVectorEnv = setup.env
         policy, normalize = setup.policy, setup.normalize
-        self._act = jax.jit(jax.vmap(lambda params, stats, obs, key: act(policy, normalize, params, stats, obs, key)))
-        self._to_env = jax.jit(policy.to_env_action)
-        self._learn = jax.jit(jax.vmap(make_learn(setup)))
+
+        def act_and_advance(params, stats, obs, key):
+            key, k_act = jax.random.split(key)
+            actions, log_probs = act(policy, normalize, params, stats, obs, k_act)
+            return actions, policy.to_env_action(actions), log_probs, key
+
+        def learn_and_advance(train, batch, key):
+            key, k_learn = jax.random.split(key)
+            return (*make_learn(setup)(train, batch, k_learn), key)
+
+        # One dispatch per environment step, one per update; both vmapped over seeds.
+        self._act = jax.jit(jax.vmap(act_and_advance))
+        self._learn = jax.jit(jax.vmap(learn_and_advance))
 
     def init(self) -> GymRunner:
         setup = self.setup
         keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(setup.seeds, jnp.uint32))
-        k_params, k_run = jax.vmap(lambda k: jax.random.split(k, 2), out_axes=1)(keys)
+        k_params, k_run = jax.vmap(jax.random.split, out_axes=1)(keys)
         train = jax.jit(jax.vmap(lambda k: init_train_state(setup, k)))(k_params)
         obs = self.envs.reset(seed=setup.seeds[0] * 1_000_003)
         return GymRunner(train, obs.reshape(len(setup.seeds), setup.cfg.num_envs, -1), k_run)
 
     def compile(self, runner: GymRunner) -> None:
-        """Run one throwaway rollout step and update so both are compiled before timing."""
-        keys = jax.vmap(jax.random.split)(runner.key)[:, 0]
-        actions, log_probs = self._act(runner.train.params, runner.train.obs_stats, runner.obs, keys)
-        self._to_env(actions).block_until_ready()
-        batch = self._stack([Batch(runner.obs, actions, log_probs, *self._zeros(runner), runner.obs)])
-        jax.block_until_ready(self._learn(runner.train, batch, keys))
-
-    def _zeros(self, runner: GymRunner):
-        shape = runner.obs.shape[:2]
-        return np.zeros(shape, np.float32), np.zeros(shape, bool), np.zeros(shape, bool)
+        """Compile acting and learning ahead of time (AOT), so timing excludes it."""
+        train, obs, key = runner.train, runner.obs, runner.key
+        self._act = self._act.lower(train.params, train.obs_stats, obs, key).compile()
+        actions, _, log_probs, _ = self._act(train.params, train.obs_stats, obs, key)
+        shape = obs.shape[:2]
+        step = Batch(obs, actions, log_probs, np.zeros(shape, np.float32), np.zeros(shape, bool),
+                     np.zeros(shape, bool), obs)
+        self._learn = self._learn.lower(train, self._stack([step] * self.setup.cfg.algo.num_steps), key).compile()
 
     @staticmethod
     def _stack(steps: list[Batch]) -> Batch:
@@ -193,27 +201,22 @@ class GymLoop:
 
     def run_block(self, runner: GymRunner) -> tuple[GymRunner, dict]:
         setup, num_seeds = self.setup, len(self.setup.seeds)
+        per_seed = lambda x: x.reshape((num_seeds, setup.cfg.num_envs) + x.shape[1:])
+        train, obs, key = runner.train, runner.obs, runner.key
         all_metrics = []
         for _ in range(setup.block_len):
             steps = []
-            obs, key = runner.obs, runner.key
             for _ in range(setup.cfg.algo.num_steps):
-                split = jax.vmap(jax.random.split)(key)
-                key, k_act = split[:, 0], split[:, 1]
-                actions, log_probs = self._act(runner.train.params, runner.train.obs_stats, obs, k_act)
-                env_actions = np.asarray(self._to_env(actions))
+                actions, env_actions, log_probs, key = self._act(train.params, train.obs_stats, obs, key)
+                env_actions = np.asarray(env_actions)
                 out = self.envs.step(env_actions.reshape((-1,) + env_actions.shape[2:]))
-                per_seed = lambda x: x.reshape((num_seeds, setup.cfg.num_envs) + x.shape[1:])
-                steps.append(Batch(obs, np.asarray(actions), np.asarray(log_probs), per_seed(out.rewards),
-                                   per_seed(out.terminated), per_seed(out.terminated | out.truncated),
-                                   per_seed(out.final_obs)))
+                steps.append(Batch(obs, actions, log_probs, per_seed(out.rewards), per_seed(out.terminated),
+                                   per_seed(out.terminated | out.truncated), per_seed(out.final_obs)))
                 obs = per_seed(out.obs)
-            split = jax.vmap(jax.random.split)(key)
-            key, k_learn = split[:, 0], split[:, 1]
-            train, metrics = self._learn(runner.train, self._stack(steps), k_learn)
-            runner = GymRunner(train, obs, key)
-            all_metrics.append(jax.device_get(metrics))
-        return runner, jax.tree.map(lambda *xs: np.stack(xs, axis=1), *all_metrics)
+            train, metrics, key = self._learn(train, self._stack(steps), key)
+            all_metrics.append(metrics)
+        metrics = jax.device_get(all_metrics)
+        return GymRunner(train, obs, key), jax.tree.map(lambda *xs: np.stack(xs, axis=1), *metrics)
 
     @staticmethod
     def train_state(runner: GymRunner) -> TrainState:

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from pgrun.envs.core import Env
 
 
-def auto_reset_step(env: Env, key: jax.Array, state: Any, action: jax.Array):
+def auto_reset_step(env: Env, step_key: jax.Array, reset_key: jax.Array, state: Any, action: jax.Array):
     """Step; where the episode ended, start a new one in the same call.
 
     Returns ``(obs, state, reward, terminated, truncated, final_obs)``: ``obs``
@@ -19,9 +19,8 @@ def auto_reset_step(env: Env, key: jax.Array, state: Any, action: jax.Array):
     ``final_obs`` is the true successor observation (needed to bootstrap a
     truncated episode).
     """
-    k_step, k_reset = jax.random.split(key)
-    final_obs, next_state, reward, terminated, truncated = env.step(k_step, state, action)
-    reset_obs, reset_state = env.reset(k_reset)
+    final_obs, next_state, reward, terminated, truncated = env.step(step_key, state, action)
+    reset_obs, reset_state = env.reset(reset_key)
     done = terminated | truncated
     pick = lambda a, b: jnp.where(done.reshape(done.shape + (1,) * (a.ndim - done.ndim)), a, b)
     obs = pick(reset_obs, final_obs)
