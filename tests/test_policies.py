@@ -1,0 +1,86 @@
+"""Distributions against closed forms, policy heads against the action space."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pgrun.distributions import Categorical, DiagGaussian
+from pgrun.envs.core import Box, Discrete
+from pgrun.normalization import RunningMeanStd
+from pgrun.policies import make_policy
+
+
+def test_categorical_matches_explicit_probabilities():
+    logits = jnp.array([[1.0, 2.0, 0.5], [0.0, 0.0, 0.0]])
+    p = np.exp(np.asarray(logits)) / np.exp(np.asarray(logits)).sum(-1, keepdims=True)
+    dist = Categorical(logits)
+    np.testing.assert_allclose(dist.log_prob(jnp.array([1, 2])), np.log([p[0, 1], p[1, 2]]), rtol=1e-6)
+    np.testing.assert_allclose(dist.entropy(), -(p * np.log(p)).sum(-1), rtol=1e-6)
+    q_logits = jnp.array([[0.3, -1.0, 2.0], [1.0, 0.0, -1.0]])
+    q = np.exp(np.asarray(q_logits)) / np.exp(np.asarray(q_logits)).sum(-1, keepdims=True)
+    np.testing.assert_allclose(dist.kl(Categorical(q_logits)), (p * np.log(p / q)).sum(-1), rtol=1e-5)
+
+
+def test_categorical_samples_follow_the_probabilities():
+    dist = Categorical(jnp.log(jnp.array([0.2, 0.5, 0.3])))
+    samples = jax.vmap(dist.sample)(jax.random.split(jax.random.PRNGKey(0), 20000))
+    freq = np.bincount(np.asarray(samples), minlength=3) / 20000
+    np.testing.assert_allclose(freq, [0.2, 0.5, 0.3], atol=0.015)  # > 4 standard errors
+
+
+def test_gaussian_matches_closed_forms():
+    mean, log_std = jnp.array([0.5, -1.0]), jnp.array([0.1, -0.7])
+    dist = DiagGaussian(mean, log_std)
+    x = jnp.array([0.2, -0.4])
+    std = np.exp(np.asarray(log_std))
+    expected = np.sum(-0.5 * ((np.asarray(x) - np.asarray(mean)) / std) ** 2 - np.log(std) - 0.5 * math.log(2 * math.pi))
+    np.testing.assert_allclose(dist.log_prob(x), expected, rtol=1e-6)
+    np.testing.assert_allclose(dist.entropy(), np.sum(0.5 * np.log(2 * math.pi * math.e * std**2)), rtol=1e-6)
+    other = DiagGaussian(jnp.array([0.0, 0.0]), jnp.array([0.3, 0.2]))
+    s2 = np.exp(2 * np.asarray(other.log_std))
+    kl = np.sum(np.log(np.sqrt(s2) / std) + (std**2 + (np.asarray(mean)) ** 2) / (2 * s2) - 0.5)
+    np.testing.assert_allclose(dist.kl(other), kl, rtol=1e-5)
+
+
+def test_policy_heads_fit_the_action_space():
+    key = jax.random.PRNGKey(0)
+    obs_space = Box(-np.ones(3, np.float32), np.ones(3, np.float32))
+    discrete = make_policy(obs_space, Discrete(4), [16, 16], "tanh")
+    params = discrete.init(key)
+    dist = discrete.dist(params["actor"], jnp.zeros((5, 3)))
+    assert dist.logits.shape == (5, 4)
+    # Near-uniform initial policy: the policy head is initialised with gain 0.01.
+    assert float(jnp.max(jnp.abs(dist.logits))) < 0.1
+    assert discrete.value(params["critic"], jnp.zeros((5, 3))).shape == (5,)
+
+    box = Box(np.array([-2.0, 0.0], np.float32), np.array([2.0, 1.0], np.float32))
+    gaussian = make_policy(obs_space, box, [16], "relu")
+    g_params = gaussian.init(key)
+    g_dist = gaussian.dist(g_params["actor"], jnp.zeros((5, 3)))
+    assert g_dist.mean.shape == (5, 2) and g_dist.log_std.shape == (5, 2)
+    env_actions = gaussian.to_env_action(jnp.array([[-1.0, 1.0], [0.0, 0.0], [5.0, -5.0]]))
+    np.testing.assert_allclose(env_actions, [[-2.0, 1.0], [0.0, 0.5], [2.0, 0.0]])
+
+
+def test_hidden_layers_are_orthogonal():
+    policy = make_policy(Box(-np.ones(8, np.float32), np.ones(8, np.float32)), Discrete(2), [8], "tanh")
+    kernel = np.asarray(policy.init(jax.random.PRNGKey(1))["critic"]["params"]["Dense_0"]["kernel"])
+    np.testing.assert_allclose(kernel.T @ kernel, 2.0 * np.eye(8), atol=1e-5)  # gain sqrt(2)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_running_statistics_equal_the_pooled_moments(seed):
+    rng = np.random.default_rng(seed)
+    batches = [rng.normal(3.0, 2.0, size=(n, 4)).astype(np.float32) for n in (7, 50, 13)]
+    stats = RunningMeanStd.create((4,))
+    for batch in batches:
+        stats = stats.update(jnp.asarray(batch))
+    pooled = np.concatenate(batches)
+    np.testing.assert_allclose(stats.mean, pooled.mean(0), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(stats.var, pooled.var(0), rtol=1e-3, atol=1e-3)
+    normalized = np.asarray(stats.normalize(jnp.asarray(pooled)))
+    np.testing.assert_allclose(normalized.mean(0), 0.0, atol=1e-2)
+    np.testing.assert_allclose(normalized.std(0), 1.0, atol=1e-2)
