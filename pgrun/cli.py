@@ -48,8 +48,9 @@ def _describe_hydra_error(err: BaseException) -> str:
     merging = re.search(r"Error merging override (\S+)", text)
     if merging and cause is not None:
         return f"bad value in {merging.group(1)}: {_first_line(cause)}"
+    head = _first_line(text) or "invalid configuration"
     detail = _first_line(cause) if cause is not None else ""
-    return _first_line(text) + (f" ({detail})" if detail and detail not in text else "")
+    return head + (f" ({detail})" if detail and detail not in text else "")
 
 
 def _remove_run_dir(run_dir: Path) -> None:

@@ -75,6 +75,7 @@ class RunConfig:
     num_seeds: int = 1
     log_interval: int = 10  # iterations between TensorBoard points
     quiet: bool = False
+    compile_cache_dir: str = ""  # persistent XLA compilation cache; "" disables it
 
 
 ALGO_SCHEMAS: dict[str, type] = {"ppo": PPOConfig}

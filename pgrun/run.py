@@ -16,10 +16,23 @@ from pgrun.logger import BlockLogger, Progress, write_json_atomic
 from pgrun.train import build, check_finite, make_loop
 
 
+COMPILE_CACHE_MAX_BYTES = 2**30
+
+
+def enable_compile_cache(directory: str) -> None:
+    """Let later runs with the same shapes skip XLA compilation (LRU-bounded to 1 GiB)."""
+    if not directory:
+        return
+    jax.config.update("jax_compilation_cache_dir", str(Path(directory).expanduser()))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    jax.config.update("jax_compilation_cache_max_size", COMPILE_CACHE_MAX_BYTES)
+
+
 def run_training(cfg: Any, run_dir: Path) -> dict[str, Any]:
     """Train as ``cfg`` says, writing event files, checkpoints and ``summary.json``
     into ``run_dir``. Returns the summary."""
     validate(cfg)
+    enable_compile_cache(cfg.compile_cache_dir)
     setup = build(cfg)
     loop = make_loop(setup)
     label = f"{cfg.algo.name} {cfg.env.id}"
@@ -29,8 +42,7 @@ def run_training(cfg: Any, run_dir: Path) -> dict[str, Any]:
               f"iterations={setup.block_len * setup.num_blocks} run_dir={run_dir}", flush=True)
 
     start = time.perf_counter()
-    runner = loop.init()
-    loop.compile(runner)
+    runner = loop.start()
     compile_seconds = time.perf_counter() - start
 
     logger = BlockLogger(run_dir, setup.seeds)
