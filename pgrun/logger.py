@@ -57,6 +57,11 @@ class BlockLogger:
                 if key in metrics:
                     writer.add_scalar(tag, float(np.mean(metrics[key][i])), env_steps)
 
+    def mean_return(self) -> float:
+        """Mean over seeds of the latest episodic return (NaN before any episode ended)."""
+        finite = [r for r in self.last_return if not math.isnan(r)]
+        return float(np.mean(finite)) if finite else math.nan
+
     def close(self) -> None:
         for writer in self.writers:
             writer.close()

@@ -13,7 +13,7 @@ import numpy as np
 from pgrun import checkpoint
 from pgrun.config import validate
 from pgrun.logger import BlockLogger, Progress, write_json_atomic
-from pgrun.train import build, check_finite, make_loop
+from pgrun.train import TrainingError, build, check_finite, make_loop
 
 
 COMPILE_CACHE_MAX_BYTES = 2**30
@@ -48,47 +48,61 @@ def run_training(cfg: Any, run_dir: Path) -> dict[str, Any]:
     logger = BlockLogger(run_dir, setup.seeds)
     steps_per_block = setup.block_len * setup.steps_per_iteration
     checkpoints = run_dir / "checkpoints"
+    blocks_per_checkpoint = max(1, cfg.checkpoint_every // setup.block_len)
+    blocks_done = 0
+
+    def summarize(status: str, **extra: Any) -> dict[str, Any]:
+        wall_seconds = time.perf_counter() - start
+        env_steps = blocks_done * steps_per_block
+        returns = [None if math.isnan(r) else float(r) for r in logger.last_return]
+        finite = [r for r in returns if r is not None]
+        summary = {
+            "status": status,
+            "algo": cfg.algo.name,
+            "env": cfg.env.id,
+            "backend": setup.backend,
+            "seeds": setup.seeds,
+            "env_steps": env_steps,
+            "iterations": blocks_done * setup.block_len,
+            "wall_seconds": wall_seconds,
+            "compile_seconds": compile_seconds,
+            "sps": env_steps * len(setup.seeds) / wall_seconds,
+            "sps_after_compile": env_steps * len(setup.seeds) / max(wall_seconds - compile_seconds, 1e-9),
+            "final_return_mean": float(np.mean(finite)) if finite else None,
+            "final_return_std": float(np.std(finite)) if finite else None,
+            "returns_per_seed": returns,
+            **extra,
+        }
+        write_json_atomic(run_dir / "summary.json", summary)
+        return summary
+
+    checkpoint.save(checkpoints, checkpoint.LATEST, loop.train_state(runner))  # a good state exists from the start
     try:
         for block in range(setup.num_blocks):
             block_start = time.perf_counter()
-            new_runner, metrics = loop.run_block(runner)
+            runner, metrics = loop.run_block(runner)
             seconds = time.perf_counter() - block_start
             check_finite(metrics, block * setup.block_len)
-            runner = new_runner
-            env_steps = (block + 1) * steps_per_block
+            blocks_done = block + 1
+            env_steps = blocks_done * steps_per_block
             logger.log_block(metrics, env_steps, seconds, steps_per_block)
-            progress.update(env_steps, float(np.nanmean(logger.last_return)) if not all(
-                math.isnan(r) for r in logger.last_return) else math.nan,
-                steps_per_block * len(setup.seeds) / max(seconds, 1e-9), force=block == setup.num_blocks - 1)
+            progress.update(env_steps, logger.mean_return(), steps_per_block * len(setup.seeds) / max(seconds, 1e-9),
+                            force=blocks_done == setup.num_blocks)
+            if blocks_done % blocks_per_checkpoint == 0:
+                checkpoint.save(checkpoints, checkpoint.LATEST, loop.train_state(runner))
+    except TrainingError as err:
+        # The state in memory is the bad one: the last good checkpoint on disk stays as it is.
+        summarize("failed", error=str(err))
+        raise
     finally:
         logger.close()
-        checkpoint.save(checkpoints, checkpoint.LATEST, loop.train_state(runner))
+    checkpoint.save(checkpoints, checkpoint.LATEST, loop.train_state(runner))
     checkpoint.save(checkpoints, checkpoint.FINAL, loop.train_state(runner))
-    wall_seconds = time.perf_counter() - start
-
-    total_steps = setup.num_blocks * steps_per_block
-    returns = [float(r) for r in logger.last_return]
-    summary = {
-        "status": "completed",
-        "algo": cfg.algo.name,
-        "env": cfg.env.id,
-        "backend": setup.backend,
-        "seeds": setup.seeds,
-        "env_steps": total_steps,
-        "iterations": setup.num_blocks * setup.block_len,
-        "wall_seconds": wall_seconds,
-        "compile_seconds": compile_seconds,
-        "sps": total_steps * len(setup.seeds) / wall_seconds,
-        "sps_after_compile": total_steps * len(setup.seeds) / max(wall_seconds - compile_seconds, 1e-9),
-        "final_return_mean": float(np.nanmean(returns)) if not all(map(math.isnan, returns)) else None,
-        "final_return_std": float(np.nanstd(returns)) if not all(map(math.isnan, returns)) else None,
-        "returns_per_seed": [None if math.isnan(r) else r for r in returns],
-    }
-    write_json_atomic(run_dir / "summary.json", summary)
+    summary = summarize("completed")
     if not cfg.quiet:
         ret = summary["final_return_mean"]
         shown = "n/a (no episode finished)" if ret is None else f"{ret:.2f} ± {summary['final_return_std']:.2f}"
         print(f"[{label}] done: final mean return {shown} over {len(setup.seeds)} seed(s), "
-              f"{total_steps:,d} steps/seed in {wall_seconds:.1f}s "
+              f"{summary['env_steps']:,d} steps/seed in {summary['wall_seconds']:.1f}s "
               f"(compile {compile_seconds:.1f}s, {summary['sps']:,.0f} steps/s)", flush=True)
     return summary

@@ -21,7 +21,6 @@ from pgrun.algos import make_algorithm
 from pgrun.algos.common import Algorithm, Batch, TrainState
 from pgrun.config import iterations
 from pgrun.envs import make_env
-from pgrun.envs.core import Box, Space
 from pgrun.envs.gym_bridge import GymVectorEnv
 from pgrun.envs.wrappers import EpisodeStats, accumulate_episodes
 from pgrun.normalization import RunningMeanStd
@@ -40,8 +39,6 @@ class Setup:
     cfg: Any
     env: Any  # a JAX Env, or a GymVectorEnv on the host
     backend: str  # "jax" or "gymnasium"
-    observation_space: Box
-    action_space: Space
     policy: Policy
     algorithm: Algorithm
     normalize: Normalizer
@@ -62,7 +59,7 @@ def build(cfg: Any) -> Setup:
     policy = make_policy(env.observation_space, env.action_space, hidden, activation)
     algorithm = make_algorithm(cfg.algo, policy, block_len * num_blocks)
     normalize = running_normalizer if cfg.env.normalize_obs else identity_normalizer
-    return Setup(cfg, env, backend, env.observation_space, env.action_space, policy, algorithm, normalize,
+    return Setup(cfg, env, backend, policy, algorithm, normalize,
                  block_len, num_blocks, seeds)
 
 

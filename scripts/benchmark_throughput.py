@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import tempfile
 from pathlib import Path
 
 
-import jax  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
+import jax
+from hydra import compose, initialize_config_dir
 
-from pgrun.config import register_configs  # noqa: E402
-from pgrun.paths import conf_dir  # noqa: E402
-from pgrun.run import run_training  # noqa: E402
+from pgrun.config import register_configs
+from pgrun.paths import conf_dir
+from pgrun.run import run_training
 
 
 def measure(num_seeds: int, steps: int) -> dict:
