@@ -20,6 +20,7 @@ from omegaconf import MISSING
 ALGOS = ("reinforce", "a2c", "npg", "trpo", "ppo")
 BACKENDS = ("auto", "jax", "gymnasium")
 ACTIVATIONS = ("tanh", "relu", "elu", "gelu", "silu")
+PPO_OBJECTIVES = ("clip", "kl_adaptive", "kl_fixed", "none")
 
 
 class ConfigError(ValueError):
@@ -31,27 +32,73 @@ class AlgoConfig:
     """Hyperparameters shared by every algorithm."""
 
     name: str = MISSING
-    lr: float = MISSING
+    lr: float = MISSING  # Adam step size (NPG/TRPO: of the critic; the policy step is set by delta)
     gamma: float = MISSING
     num_steps: int = MISSING  # rollout length per environment and iteration
     hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
     activation: str = "tanh"
     max_grad_norm: float = 0.5
     anneal_lr: bool = False  # linear decay of the learning rate to 0
+    norm_adv: bool = True  # normalise advantages (per minibatch for PPO, per batch otherwise)
+
+
+@dataclass
+class ReinforceConfig(AlgoConfig):
+    """Monte-Carlo policy gradient with reward-to-go."""
+
+    name: str = "reinforce"
+    baseline: str = "value"  # value | none
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+
+
+@dataclass
+class A2CConfig(AlgoConfig):
+    """Synchronous advantage actor-critic."""
+
+    name: str = "a2c"
+    gae_lambda: float = MISSING  # 1.0: n-step returns
+    ent_coef: float = MISSING
+    vf_coef: float = MISSING
+
+
+@dataclass
+class NPGConfig(AlgoConfig):
+    """Natural policy gradient: conjugate gradient on Fisher-vector products."""
+
+    name: str = "npg"
+    gae_lambda: float = MISSING
+    delta: float = MISSING  # KL radius of the step: 1/2 s^T F s = delta
+    cg_iters: int = 10
+    cg_tol: float = 1e-10  # stop CG when the squared residual norm is below this
+    damping: float = 0.1  # F + damping * I
+    vf_iters: int = MISSING  # critic epochs per iteration
+    vf_minibatches: int = MISSING
+
+
+@dataclass
+class TRPOConfig(NPGConfig):
+    """NPG plus a backtracking line search on the surrogate and the true KL."""
+
+    name: str = "trpo"
+    backtrack_coef: float = 0.8
+    max_backtracks: int = 10
 
 
 @dataclass
 class PPOConfig(AlgoConfig):
-    """Proximal policy optimisation with the clipped surrogate."""
+    """Proximal policy optimisation."""
 
     name: str = "ppo"
+    objective: str = "clip"  # clip | kl_adaptive | kl_fixed | none
     gae_lambda: float = MISSING
     update_epochs: int = MISSING
     num_minibatches: int = MISSING
     clip_eps: float = MISSING
+    kl_target: float = 0.01  # d_targ of the adaptive KL penalty
+    kl_beta: float = 1.0  # initial (kl_adaptive) or constant (kl_fixed) penalty weight
     ent_coef: float = MISSING
     vf_coef: float = MISSING
-    norm_adv: bool = True
 
 
 @dataclass
@@ -79,7 +126,8 @@ class RunConfig:
     compile_cache_dir: str = ""  # persistent XLA compilation cache; "" disables it
 
 
-ALGO_SCHEMAS: dict[str, type] = {"ppo": PPOConfig}
+ALGO_SCHEMAS: dict[str, type] = {"reinforce": ReinforceConfig, "a2c": A2CConfig, "npg": NPGConfig,
+                                 "trpo": TRPOConfig, "ppo": PPOConfig}
 
 _registered = False
 
@@ -145,14 +193,33 @@ def validate(cfg: Any) -> None:
            f"algo.hidden_sizes={list(a.hidden_sizes)} needs at least one layer of positive width")
     _check(a.activation in ACTIVATIONS,
            f"algo.activation={a.activation} is not valid: use one of {', '.join(ACTIVATIONS)}")
-    if a.name == "ppo":
+    if "gae_lambda" in a:
         _check(0.0 <= a.gae_lambda <= 1.0, f"algo.gae_lambda={a.gae_lambda} must lie in [0, 1]")
+    for key in ("ent_coef", "vf_coef"):
+        if key in a:
+            _check(a[key] >= 0, f"algo.{key}={a[key]} must be non-negative")
+    batch = cfg.num_envs * a.num_steps
+    if a.name == "reinforce":
+        _check(a.baseline in ("value", "none"), f"algo.baseline={a.baseline} is not valid: use value or none")
+    if a.name in ("npg", "trpo"):
+        _check(a.delta > 0, f"algo.delta={a.delta} must be positive")
+        _check(a.cg_iters >= 1, f"algo.cg_iters={a.cg_iters} must be at least 1")
+        _check(a.cg_tol >= 0, f"algo.cg_tol={a.cg_tol} must be non-negative")
+        _check(a.damping >= 0, f"algo.damping={a.damping} must be non-negative")
+        _check(a.vf_iters >= 1, f"algo.vf_iters={a.vf_iters} must be at least 1")
+        _check(a.vf_minibatches >= 1 and batch % a.vf_minibatches == 0,
+               f"algo.vf_minibatches={a.vf_minibatches} must divide the batch num_envs*algo.num_steps={batch}")
+    if a.name == "trpo":
+        _check(0 < a.backtrack_coef < 1, f"algo.backtrack_coef={a.backtrack_coef} must lie in (0, 1)")
+        _check(a.max_backtracks >= 0, f"algo.max_backtracks={a.max_backtracks} must be non-negative")
+    if a.name == "ppo":
+        _check(a.objective in PPO_OBJECTIVES,
+               f"algo.objective={a.objective} is not valid: use one of {', '.join(PPO_OBJECTIVES)}")
         _check(a.clip_eps > 0, f"algo.clip_eps={a.clip_eps} must be positive")
+        _check(a.kl_target > 0, f"algo.kl_target={a.kl_target} must be positive")
+        _check(a.kl_beta >= 0, f"algo.kl_beta={a.kl_beta} must be non-negative")
         _check(a.update_epochs >= 1, f"algo.update_epochs={a.update_epochs} must be at least 1")
         _check(a.num_minibatches >= 1, f"algo.num_minibatches={a.num_minibatches} must be at least 1")
-        _check(a.ent_coef >= 0, f"algo.ent_coef={a.ent_coef} must be non-negative")
-        _check(a.vf_coef >= 0, f"algo.vf_coef={a.vf_coef} must be non-negative")
-        batch = cfg.num_envs * a.num_steps
         _check(batch % a.num_minibatches == 0,
                f"the batch of num_envs*algo.num_steps={batch} does not split into "
                f"algo.num_minibatches={a.num_minibatches}: pick a divisor of {batch}")

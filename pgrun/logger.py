@@ -17,17 +17,6 @@ from typing import Any
 import numpy as np
 from tensorboardX import SummaryWriter
 
-# metric name in the update -> TensorBoard tag
-LOSS_TAGS = {
-    "policy_loss": "losses/policy_loss",
-    "value_loss": "losses/value_loss",
-    "entropy": "losses/entropy",
-    "approx_kl": "losses/approx_kl",
-    "clip_fraction": "losses/clip_fraction",
-    "explained_variance": "losses/explained_variance",
-    "learning_rate": "charts/learning_rate",
-}
-EPISODE_KEYS = ("episode_count", "episode_return_sum", "episode_length_sum")
 
 
 def seed_dirs(run_dir: Path, seeds: list[int]) -> list[Path]:
@@ -53,9 +42,9 @@ class BlockLogger:
                 writer.add_scalar("charts/episodic_return", self.last_return[i], env_steps)
                 writer.add_scalar("charts/episodic_length", self.last_length[i], env_steps)
             writer.add_scalar("charts/sps", steps_in_block / max(seconds, 1e-9), env_steps)
-            for key, tag in LOSS_TAGS.items():
-                if key in metrics:
-                    writer.add_scalar(tag, float(np.mean(metrics[key][i])), env_steps)
+            for tag, values in metrics.items():
+                if "/" in tag:  # algorithm metrics are named by their TensorBoard tag
+                    writer.add_scalar(tag, float(np.mean(values[i])), env_steps)
 
     def mean_return(self) -> float:
         """Mean over seeds of the latest episodic return (NaN before any episode ended)."""

@@ -67,7 +67,8 @@ def init_train_state(setup: Setup, key: jax.Array) -> TrainState:
     params = setup.policy.init(key)
     return TrainState(params=params, opt_state=setup.algorithm.init_opt_state(params),
                       obs_stats=RunningMeanStd.create((setup.policy.obs_dim,)),
-                      episodes=EpisodeStats.create(setup.cfg.num_envs), iteration=jnp.zeros((), jnp.int32))
+                      episodes=EpisodeStats.create(setup.cfg.num_envs), iteration=jnp.zeros((), jnp.int32),
+                      algo_state=setup.algorithm.init_algo_state())
 
 
 def make_learn(setup: Setup) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, dict]]:

@@ -1,7 +1,9 @@
-"""What every algorithm consumes and produces.
+"""What every algorithm consumes and produces, and the pieces they share.
 
 An algorithm is a pure ``update(state, batch, key) -> (state, metrics)``; the
 training loop owns rollouts, episode statistics and observation statistics.
+Metric names are TensorBoard tags (``losses/...``, ``natural/...``,
+``charts/...``), so the logger needs no table of them.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from pgrun.advantages import gae
 from pgrun.envs.wrappers import EpisodeStats
 from pgrun.normalization import RunningMeanStd
+from pgrun.policies import Policy
 
 
 @flax.struct.dataclass
@@ -37,19 +41,31 @@ class TrainState:
     obs_stats: RunningMeanStd
     episodes: EpisodeStats
     iteration: jax.Array
+    algo_state: Any = flax.struct.field(default_factory=dict)  # e.g. PPO's adaptive KL beta
 
 
 class Algorithm(NamedTuple):
-    """``init_opt_state(params)`` and the pure update of one algorithm."""
+    """How to initialise an algorithm's optimiser and own state, and its pure update."""
 
     init_opt_state: Callable[[Any], Any]
     update: Callable[[TrainState, Batch, jax.Array], tuple[TrainState, dict[str, jax.Array]]]
+    init_algo_state: Callable[[], Any] = dict
 
 
 def explained_variance(predictions: jax.Array, targets: jax.Array) -> jax.Array:
     """1 - Var[target - prediction] / Var[target]: 1 is perfect, <= 0 is useless."""
     var_t = jnp.var(targets)
     return jnp.where(var_t > 0, 1.0 - jnp.var(targets - predictions) / jnp.maximum(var_t, 1e-12), 0.0)
+
+
+def normalize(x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """Zero mean, unit standard deviation (over the entries where ``mask`` is 1)."""
+    if mask is None:
+        return (x - x.mean()) / (x.std() + 1e-8)
+    count = jnp.maximum(mask.sum(), 1.0)
+    mean = (x * mask).sum() / count
+    std = jnp.sqrt((((x - mean) * mask) ** 2).sum() / count)
+    return (x - mean) / (std + 1e-8)
 
 
 def make_optimizer(lr: float, max_grad_norm: float, decay_steps: int | None) -> optax.GradientTransformation:
@@ -63,3 +79,56 @@ def make_optimizer(lr: float, max_grad_norm: float, decay_steps: int | None) -> 
 def learning_rate_of(opt_state: Any) -> jax.Array:
     """The learning rate of the last step taken by a :func:`make_optimizer` optimiser."""
     return jnp.asarray(opt_state[1].hyperparams["learning_rate"], jnp.float32)
+
+
+def gae_targets(policy: Policy, critic_params: Any, batch: Batch, gamma: float, gae_lambda: float):
+    """``(values, advantages, value_targets)`` for a ``[time, env]`` batch."""
+    values = policy.value(critic_params, batch.obs)
+    next_values = policy.value(critic_params, batch.next_obs)
+    advantages, targets = gae(batch.rewards, values, next_values, batch.terminated, batch.dones, gamma, gae_lambda)
+    return values, advantages, targets
+
+
+def flatten_time(tree: Any) -> Any:
+    """``[time, env, ...] -> [time * env, ...]`` for every leaf."""
+    return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), tree)
+
+
+def minibatch_epochs(step: Callable[[Any, Any], tuple[Any, dict]], carry: Any, data: Any, key: jax.Array,
+                     epochs: int, num_minibatches: int) -> tuple[Any, dict]:
+    """``epochs`` passes of shuffled minibatches over flat ``data`` (leading axis
+    = samples), scanning ``step(carry, minibatch) -> (carry, metrics)``.
+    Returns the final carry and the metrics averaged over all steps."""
+    size = jax.tree.leaves(data)[0].shape[0]
+    mb_size = size // num_minibatches
+
+    def epoch(carry, epoch_key):
+        order = jax.random.permutation(epoch_key, size)[: mb_size * num_minibatches]
+        minibatches = jax.tree.map(lambda x: x[order].reshape((num_minibatches, mb_size) + x.shape[1:]), data)
+        return jax.lax.scan(step, carry, minibatches)
+
+    carry, metrics = jax.lax.scan(epoch, carry, jax.random.split(key, epochs))
+    return carry, jax.tree.map(jnp.mean, metrics)
+
+
+def actor_critic_loss(policy: Policy, params: Any, obs: jax.Array, actions: jax.Array, advantages: jax.Array,
+                      value_targets: jax.Array | None, vf_coef: float, ent_coef: float,
+                      mask: jax.Array | None = None):
+    """The vanilla policy-gradient loss ``-E[log pi(a|s) A] + c_v L_V - c_e H``.
+
+    Its gradient is the score-function estimator of the policy gradient.
+    ``value_targets=None`` trains no critic; ``mask`` (1 = use) restricts the
+    policy term to chosen samples. Returns ``(loss, metrics)``.
+    """
+    dist = policy.dist(params["actor"], obs)
+    weights = jnp.ones_like(advantages) if mask is None else mask
+    count = jnp.maximum(weights.sum(), 1.0)
+    policy_loss = -(dist.log_prob(actions) * jax.lax.stop_gradient(advantages) * weights).sum() / count
+    entropy = dist.entropy().mean()
+    loss = policy_loss - ent_coef * entropy
+    metrics = {"losses/policy_loss": policy_loss, "losses/entropy": entropy}
+    if value_targets is not None:
+        value_loss = 0.5 * jnp.mean((policy.value(params["critic"], obs) - value_targets) ** 2)
+        loss = loss + vf_coef * value_loss
+        metrics["losses/value_loss"] = value_loss
+    return loss, metrics

@@ -1,9 +1,15 @@
-"""PPO with the clipped surrogate objective.
+"""PPO: several epochs of minibatch ascent on a surrogate of the policy improvement.
 
-L = -E[min(r A, clip(r, 1-eps, 1+eps) A)] + c_v * 1/2 E[(V - R)^2] - c_e * E[H],
-r = pi(a|s) / pi_old(a|s), optimised for ``update_epochs`` passes of shuffled
-minibatches over one rollout. Advantages are GAE(lambda), optionally
-normalised per minibatch.
+With r = pi(a|s) / pi_old(a|s) and GAE advantages A, ``algo.objective`` picks
+the surrogate (Schulman et al., 2017, section 6 ablation):
+
+- ``clip``:        E[min(r A, clip(r, 1-eps, 1+eps) A)]
+- ``kl_adaptive``: E[r A] - beta KL[pi_old, pi], beta doubled when the
+                   measured KL exceeds 1.5 x target, halved below target / 1.5
+- ``kl_fixed``:    E[r A] - beta KL[pi_old, pi] with constant beta
+- ``none``:        E[r A], the plain importance-sampled surrogate
+
+The loss adds ``vf_coef`` x value error and subtracts ``ent_coef`` x entropy.
 """
 
 from __future__ import annotations
@@ -14,33 +20,56 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from pgrun.advantages import gae
-from pgrun.algos.common import Algorithm, Batch, TrainState, explained_variance, learning_rate_of, make_optimizer
+from pgrun.algos.common import (Algorithm, Batch, TrainState, explained_variance, flatten_time, gae_targets,
+                                learning_rate_of, make_optimizer, minibatch_epochs, normalize)
 from pgrun.policies import Policy
+
+
+def adapt_kl_beta(beta: jax.Array, kl: jax.Array, target: float) -> jax.Array:
+    """The adaptive-KL rule: double beta above 1.5 x target, halve it below target / 1.5."""
+    beta = jnp.where(kl > 1.5 * target, beta * 2.0, beta)
+    return jnp.where(kl < target / 1.5, beta / 2.0, beta)
+
+
+def clipped_surrogate(ratio: jax.Array, advantages: jax.Array, clip_eps: float) -> jax.Array:
+    """Per-sample min(r A, clip(r, 1-eps, 1+eps) A)."""
+    return jnp.minimum(ratio * advantages, jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * advantages)
+
+
+def effective_sample_size(ratio: jax.Array) -> jax.Array:
+    """(sum w)^2 / (n sum w^2): 1 when all importance weights are equal."""
+    return jnp.sum(ratio) ** 2 / (ratio.size * jnp.maximum(jnp.sum(ratio**2), 1e-12))
 
 
 def make_ppo(cfg: Any, policy: Policy, num_iterations: int) -> Algorithm:
     """Build PPO's pure update for ``cfg`` (a PPOConfig) and ``num_iterations`` rollouts."""
     num_updates = num_iterations * cfg.update_epochs * cfg.num_minibatches
     optimizer = make_optimizer(cfg.lr, cfg.max_grad_norm, num_updates if cfg.anneal_lr else None)
+    penalised = cfg.objective in ("kl_adaptive", "kl_fixed")
 
-    def loss_fn(params, obs, actions, old_log_probs, advantages, targets):
+    def loss_fn(params, beta, minibatch):
+        obs, actions, old_log_probs, old_dist, advantages, targets = minibatch
         dist = policy.dist(params["actor"], obs)
         log_ratio = dist.log_prob(actions) - old_log_probs
         ratio = jnp.exp(log_ratio)
         if cfg.norm_adv:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-        clipped = jnp.clip(ratio, 1.0 - cfg.clip_eps, 1.0 + cfg.clip_eps)
-        policy_loss = -jnp.minimum(ratio * advantages, clipped * advantages).mean()
+            advantages = normalize(advantages)
+        kl = old_dist.kl(dist).mean()
+        if cfg.objective == "clip":
+            surrogate = clipped_surrogate(ratio, advantages, cfg.clip_eps).mean()
+        else:
+            surrogate = (ratio * advantages).mean()
+        policy_loss = -surrogate + (beta * kl if penalised else 0.0)
         value_loss = 0.5 * jnp.mean((policy.value(params["critic"], obs) - targets) ** 2)
         entropy = dist.entropy().mean()
         total = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy
         metrics = {
-            "policy_loss": policy_loss,
-            "value_loss": value_loss,
-            "entropy": entropy,
-            "approx_kl": jnp.mean(ratio - 1.0 - log_ratio),  # unbiased, non-negative estimator
-            "clip_fraction": jnp.mean((jnp.abs(ratio - 1.0) > cfg.clip_eps).astype(jnp.float32)),
+            "losses/policy_loss": policy_loss,
+            "losses/value_loss": value_loss,
+            "losses/entropy": entropy,
+            "losses/approx_kl": jnp.mean(ratio - 1.0 - log_ratio),  # unbiased, non-negative estimator
+            "losses/clip_fraction": jnp.mean((jnp.abs(ratio - 1.0) > cfg.clip_eps).astype(jnp.float32)),
+            "losses/ess": effective_sample_size(ratio),
         }
         return total, metrics
 
@@ -48,32 +77,30 @@ def make_ppo(cfg: Any, policy: Policy, num_iterations: int) -> Algorithm:
 
     def update(state: TrainState, batch: Batch, key: jax.Array):
         params = state.params
-        values = policy.value(params["critic"], batch.obs)
-        next_values = policy.value(params["critic"], batch.next_obs)
-        advantages, targets = gae(batch.rewards, values, next_values, batch.terminated, batch.dones,
-                                  cfg.gamma, cfg.gae_lambda)
-        flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]),
-                            (batch.obs, batch.actions, batch.log_probs, advantages, targets))
-        batch_size = flat[0].shape[0]
-        mb_size = batch_size // cfg.num_minibatches
+        beta = state.algo_state.get("kl_beta", jnp.asarray(0.0, jnp.float32))
+        values, advantages, targets = gae_targets(policy, params["critic"], batch, cfg.gamma, cfg.gae_lambda)
+        old_dist = jax.lax.stop_gradient(policy.dist(params["actor"], batch.obs))
+        data = flatten_time((batch.obs, batch.actions, batch.log_probs, old_dist, advantages, targets))
 
         def minibatch_step(carry, minibatch):
             params, opt_state = carry
-            grads, metrics = grad_fn(params, *minibatch)
+            grads, metrics = grad_fn(params, beta, minibatch)
             updates, opt_state = optimizer.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), metrics
 
-        def epoch(carry, epoch_key):
-            order = jax.random.permutation(epoch_key, batch_size)
-            minibatches = jax.tree.map(
-                lambda x: x[order].reshape((cfg.num_minibatches, mb_size) + x.shape[1:]), flat)
-            return jax.lax.scan(minibatch_step, carry, minibatches)
+        (params, opt_state), metrics = minibatch_epochs(
+            minibatch_step, (params, state.opt_state), data, key, cfg.update_epochs, cfg.num_minibatches)
+        metrics["losses/explained_variance"] = explained_variance(values, targets)
+        metrics["charts/learning_rate"] = learning_rate_of(opt_state)
+        algo_state = state.algo_state
+        if penalised:
+            metrics["losses/kl_beta"] = beta
+            if cfg.objective == "kl_adaptive":
+                kl = old_dist.kl(policy.dist(params["actor"], batch.obs)).mean()
+                algo_state = {"kl_beta": adapt_kl_beta(beta, kl, cfg.kl_target)}
+        return state.replace(params=params, opt_state=opt_state, algo_state=algo_state), metrics
 
-        (params, opt_state), metrics = jax.lax.scan(
-            epoch, (params, state.opt_state), jax.random.split(key, cfg.update_epochs))
-        metrics = jax.tree.map(jnp.mean, metrics)
-        metrics["explained_variance"] = explained_variance(values, targets)
-        metrics["learning_rate"] = learning_rate_of(opt_state)
-        return state.replace(params=params, opt_state=opt_state), metrics
+    def init_algo_state():
+        return {"kl_beta": jnp.asarray(cfg.kl_beta, jnp.float32)} if penalised else {}
 
-    return Algorithm(optimizer.init, update)
+    return Algorithm(optimizer.init, update, init_algo_state)

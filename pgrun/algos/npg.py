@@ -1,0 +1,105 @@
+"""Natural policy gradient, and the trust-region step TRPO builds on.
+
+Per iteration: the gradient g of the importance-sampled surrogate
+L(theta) = E[pi_theta(a|s) / pi_old(a|s) A] at theta_old; the direction
+x ~ F^-1 g by conjugate gradient on Fisher-vector products (the Hessian of
+the mean KL, never formed); the step sqrt(2 delta / x^T F x) x, which puts
+the quadratic model of the KL exactly at delta. NPG takes that step as it
+is; TRPO (:mod:`pgrun.algos.trpo`) passes a line search that backtracks until
+the surrogate improves and the true mean KL is within delta. The critic is
+fitted separately by a few epochs of Adam on the value targets.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.flatten_util import ravel_pytree
+
+from pgrun.algos.common import (Algorithm, Batch, TrainState, explained_variance, flatten_time, gae_targets,
+                                learning_rate_of, make_optimizer, minibatch_epochs, normalize)
+from pgrun.natural import backtracking_line_search, fisher_vector_product, natural_step
+from pgrun.policies import Policy
+
+
+class LineSearch(NamedTuple):
+    backtrack_coef: float
+    max_backtracks: int
+
+
+def make_natural_policy_gradient(cfg: Any, policy: Policy, num_iterations: int,
+                                 line_search: LineSearch | None = None) -> Algorithm:
+    """NPG (``line_search=None``) or TRPO; ``cfg`` is an NPGConfig or TRPOConfig."""
+    critic_updates = num_iterations * cfg.vf_iters * cfg.vf_minibatches
+    critic_optimizer = make_optimizer(cfg.lr, cfg.max_grad_norm, critic_updates if cfg.anneal_lr else None)
+
+    def policy_step(actor_params, obs, actions, old_log_probs, advantages):
+        flat, unravel = ravel_pytree(actor_params)
+        old_dist = jax.lax.stop_gradient(policy.dist(actor_params, obs))
+
+        def surrogate(theta):
+            ratio = jnp.exp(policy.dist(unravel(theta), obs).log_prob(actions) - old_log_probs)
+            return jnp.mean(ratio * advantages)
+
+        def mean_kl(theta):
+            return jnp.mean(old_dist.kl(policy.dist(unravel(theta), obs)))
+
+        grad = jax.grad(surrogate)(flat)
+        fvp = fisher_vector_product(mean_kl, flat, cfg.damping)
+        step = natural_step(grad, fvp, cfg.delta, cfg.cg_iters, cfg.cg_tol)
+        if line_search is None:
+            new_flat = flat + step.step
+            kl, gain = mean_kl(new_flat), surrogate(new_flat) - surrogate(flat)
+            accepted, backtracks = jnp.asarray(True), jnp.asarray(0, jnp.int32)
+        else:
+            search = backtracking_line_search(surrogate, mean_kl, flat, step.step, cfg.delta,
+                                              line_search.backtrack_coef, line_search.max_backtracks)
+            new_flat, kl, gain = search.params, search.kl, search.surrogate_gain
+            accepted, backtracks = search.accepted, search.backtracks
+        metrics = {
+            "natural/cg_residual": step.cg_residual,
+            "natural/step_norm": jnp.linalg.norm(new_flat - flat),
+            "natural/kl": kl,
+            "natural/surrogate_gain": gain,
+            "natural/expected_gain": step.expected_gain,
+            "natural/backtracks": backtracks.astype(jnp.float32),
+            "natural/accepted": accepted.astype(jnp.float32),
+            "losses/entropy": old_dist.entropy().mean(),
+        }
+        return unravel(new_flat), metrics
+
+    def critic_step(carry, minibatch):
+        critic_params, opt_state = carry
+        obs, targets = minibatch
+
+        def value_loss(p):
+            return 0.5 * jnp.mean((policy.value(p, obs) - targets) ** 2)
+
+        loss, grads = jax.value_and_grad(value_loss)(critic_params)
+        updates, opt_state = critic_optimizer.update(grads, opt_state, critic_params)
+        return (optax.apply_updates(critic_params, updates), opt_state), {"losses/value_loss": loss}
+
+    def update(state: TrainState, batch: Batch, key: jax.Array):
+        params = state.params
+        values, advantages, targets = gae_targets(policy, params["critic"], batch, cfg.gamma, cfg.gae_lambda)
+        if cfg.norm_adv:
+            advantages = normalize(advantages)
+        obs, actions, log_probs, advantages_flat, targets_flat = flatten_time(
+            (batch.obs, batch.actions, batch.log_probs, advantages, targets))
+        actor, metrics = policy_step(params["actor"], obs, actions, log_probs, advantages_flat)
+        (critic, opt_state), critic_metrics = minibatch_epochs(
+            critic_step, (params["critic"], state.opt_state), (obs, targets_flat), key, cfg.vf_iters,
+            cfg.vf_minibatches)
+        metrics.update(critic_metrics)
+        metrics["losses/explained_variance"] = explained_variance(values, targets)
+        metrics["charts/learning_rate"] = learning_rate_of(opt_state)
+        return state.replace(params={"actor": actor, "critic": critic}, opt_state=opt_state), metrics
+
+    return Algorithm(lambda params: critic_optimizer.init(params["critic"]), update)
+
+
+def make_npg(cfg: Any, policy: Policy, num_iterations: int) -> Algorithm:
+    return make_natural_policy_gradient(cfg, policy, num_iterations)
