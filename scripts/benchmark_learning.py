@@ -1,0 +1,122 @@
+"""Learning benchmark: every algorithm's default config on the classic-control ports.
+
+Each (algorithm, environment) pair trains ``--seeds`` seeds in one program
+(``num_seeds``) and is scored by the median over seeds of the final mean
+episodic return. The markdown table goes to stdout and, with ``--write``,
+replaces the learning section of ``docs/benchmarks.md``.
+
+    python scripts/benchmark_learning.py --write
+    python scripts/benchmark_learning.py --algos ppo trpo --envs Pendulum-v1
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import re
+import statistics
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+from hydra import compose, initialize_config_dir
+
+from pgrun.config import ALGOS, register_configs
+from pgrun.paths import conf_dir
+from pgrun.run import run_training
+
+BUDGETS = {"CartPole-v1": 500_000, "Acrobot-v1": 500_000, "Pendulum-v1": 1_000_000,
+           "MountainCarContinuous-v0": 500_000}
+# (algo, env) -> minimum median final return required.
+TARGETS = {
+    ("ppo", "CartPole-v1"): 475, ("a2c", "CartPole-v1"): 475, ("trpo", "CartPole-v1"): 475,
+    ("npg", "CartPole-v1"): 475, ("reinforce", "CartPole-v1"): 400,
+    ("ppo", "Acrobot-v1"): -100, ("trpo", "Acrobot-v1"): -100,
+    ("ppo", "Pendulum-v1"): -250, ("trpo", "Pendulum-v1"): -250,
+}
+DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+START, END = "<!-- learning-benchmark:start -->", "<!-- learning-benchmark:end -->"
+
+
+@dataclass
+class Result:
+    algo: str
+    env: str
+    command: str
+    median: float
+    mean: float
+    std: float
+    env_steps: int
+    wall_seconds: float
+    target: float | None
+
+    @property
+    def verdict(self) -> str:
+        if self.target is None:
+            return "—"
+        return "pass" if self.median >= self.target else "**short**"
+
+
+def run_one(algo: str, env: str, seeds: int, steps: int) -> Result:
+    overrides = [f"algo={algo}", f"env={env}", f"total_timesteps={steps}", f"num_seeds={seeds}"]
+    with initialize_config_dir(str(conf_dir()), version_base=None):
+        cfg = compose("config", overrides=overrides + ["quiet=true"])
+    with tempfile.TemporaryDirectory() as run_dir:
+        summary = run_training(cfg, Path(run_dir))
+    returns = [r for r in summary["returns_per_seed"] if r is not None]
+    return Result(algo, env, "pgrun " + " ".join(overrides), statistics.median(returns),
+                  statistics.fmean(returns), statistics.pstdev(returns), summary["env_steps"],
+                  summary["wall_seconds"], TARGETS.get((algo, env)))
+
+
+def table(results: list[Result], seeds: int) -> str:
+    lines = [
+        f"Date {datetime.date.today().isoformat()}; machine: {platform.machine()}, "
+        f"{jax.device_count()} x {jax.devices()[0].device_kind}, jax {jax.__version__}; "
+        f"{seeds} seeds per row (`num_seeds={seeds}`, one compiled program).",
+        "",
+        "| env | algo | median final return | mean ± std | target | verdict | env steps/seed | wall s | command |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        target = "—" if r.target is None else f">= {r.target}"
+        lines.append(f"| {r.env} | {r.algo} | {r.median:.1f} | {r.mean:.1f} ± {r.std:.1f} | {target} | "
+                     f"{r.verdict} | {r.env_steps:,} | {r.wall_seconds:.0f} | `{r.command}` |")
+    return "\n".join(lines)
+
+
+def write_section(text: str) -> None:
+    doc = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
+    section = f"{START}\n{text}\n{END}"
+    if START in doc:
+        doc = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: section, doc, flags=re.S)
+    else:
+        doc = doc.rstrip() + "\n\n## Learning: default configs on the classic-control ports\n\n" + section + "\n"
+    DOC.write_text(doc)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--algos", nargs="+", default=list(ALGOS), choices=ALGOS)
+    parser.add_argument("--envs", nargs="+", default=list(BUDGETS), choices=list(BUDGETS))
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--write", action="store_true", help=f"replace the learning section of {DOC}")
+    args = parser.parse_args()
+    register_configs()
+    results = []
+    for env in args.envs:
+        for algo in args.algos:
+            result = run_one(algo, env, args.seeds, BUDGETS[env])
+            print(f"{env:26s} {algo:10s} median {result.median:9.1f}  {result.verdict}  ({result.wall_seconds:.0f}s)",
+                  flush=True)
+            results.append(result)
+    text = table(results, args.seeds)
+    print(text)
+    if args.write:
+        write_section(text)
+
+
+if __name__ == "__main__":
+    main()
