@@ -89,7 +89,7 @@ def natural_step(grad: Vector, fvp: MatVec, delta: float, cg_iters: int, cg_tol:
 class LineSearchResult(NamedTuple):
     params: Vector
     accepted: jax.Array  # bool: some fraction of the step satisfied both conditions
-    backtracks: jax.Array  # number of halvings (shrinks) tried before acceptance
+    backtracks: jax.Array  # shrinks applied to the accepted step (all max_backtracks when rejected)
     surrogate_gain: jax.Array  # L(new) - L(old); 0 when rejected
     kl: jax.Array  # mean KL of the accepted parameters; 0 when rejected
 
@@ -127,7 +127,7 @@ def backtracking_line_search(surrogate: Callable[[Vector], jax.Array], mean_kl: 
     return LineSearchResult(
         params=jnp.where(found, candidate, flat_params),
         accepted=found,
-        backtracks=jnp.where(found, tried - 1, tried),
+        backtracks=tried - 1,
         surrogate_gain=jnp.where(found, gain, zero),
         kl=jnp.where(found, kl, zero),
     )

@@ -1,7 +1,10 @@
 """REINFORCE: the Monte-Carlo policy gradient with reward-to-go.
 
 grad J ~ E[grad log pi(a_t|s_t) (G_t - b(s_t))], G_t the discounted return
-from t to the end of the episode, one gradient step per batch.
+from t to the end of the episode, one gradient step per batch. As in common
+practice the scores are not weighted by gamma^t, so for gamma < 1 the step
+follows the undiscounted-state-distribution form of the gradient (exact for
+gamma = 1).
 
 Episodes cut by the batch boundary are handled honestly:
 

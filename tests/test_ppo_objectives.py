@@ -1,0 +1,209 @@
+"""PPO's objectives against the formulas they implement.
+
+The clipped surrogate's per-sample value and gradient against the four cases of
+the clipped objective, the adaptive-KL rule at its thresholds, the effective
+sample size against its formula, and a real kl_adaptive update whose stored
+beta must follow the rule applied to the KL recomputed from the parameters.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import compose_config
+from pgrun.algos.ppo import adapt_kl_beta, clipped_surrogate, effective_sample_size, make_ppo
+from pgrun.rollout import identity_normalizer, make_rollout
+from pgrun.train import build, init_train_state
+
+EPS = 0.2
+
+
+def clip_cases(ratio: np.ndarray, adv: np.ndarray, eps: float):
+    """Value and d/dr of L_CLIP per sample, case by case (PPO paper / lecture notes):
+    (1+eps) A, flat, if r >= 1+eps and A > 0; (1-eps) A, flat, if r <= 1-eps and A < 0;
+    otherwise r A, with slope A."""
+    upper = (ratio >= 1 + eps) & (adv > 0)
+    lower = (ratio <= 1 - eps) & (adv < 0)
+    value = np.where(upper, (1 + eps) * adv, np.where(lower, (1 - eps) * adv, ratio * adv))
+    slope = np.where(upper | lower, 0.0, adv)
+    return value, slope
+
+
+def sample_away_from_kinks(n: int, seed: int):
+    """Ratios in (0.3, 2) and advantages of both signs, at least 1e-3 from r = 1 +- eps."""
+    rng = np.random.default_rng(seed)
+    ratio = rng.uniform(0.3, 2.0, 4 * n)
+    ratio = ratio[(np.abs(ratio - (1 + EPS)) > 1e-3) & (np.abs(ratio - (1 - EPS)) > 1e-3)][:n]
+    adv = rng.normal(size=n) * rng.choice([0.1, 1.0, 10.0], size=n)
+    return ratio.astype(np.float32), adv.astype(np.float32)
+
+
+def test_clipped_surrogate_value_matches_the_four_cases():
+    ratio, adv = sample_away_from_kinks(4000, 0)
+    expected, _ = clip_cases(ratio.astype(np.float64), adv.astype(np.float64), EPS)
+    got = np.asarray(clipped_surrogate(jnp.asarray(ratio), jnp.asarray(adv), EPS))
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_clipped_surrogate_gradient_vanishes_exactly_where_the_clip_binds():
+    """Per-sample gradient w.r.t. the ratio and w.r.t. the log-probability:
+    zero for (A > 0, r > 1+eps) and (A < 0, r < 1-eps); the gradient of r A
+    (A, respectively r A) everywhere else, including the unclipped sides
+    (A > 0, r < 1-eps) and (A < 0, r > 1+eps)."""
+    ratio, adv = sample_away_from_kinks(4000, 1)
+    _, slope = clip_cases(ratio.astype(np.float64), adv.astype(np.float64), EPS)
+    d_ratio = jax.vmap(jax.grad(lambda r, a: clipped_surrogate(r, a, EPS)))(jnp.asarray(ratio), jnp.asarray(adv))
+    np.testing.assert_allclose(np.asarray(d_ratio), slope, rtol=1e-6, atol=0)
+
+    # Through the log-probability, as the policy sees it: r = exp(logp - logp_old).
+    old_logp = np.log(np.random.default_rng(2).uniform(0.05, 0.9, ratio.size)).astype(np.float32)
+    logp = (np.log(ratio) + old_logp).astype(np.float32)
+    per_sample = lambda lp, lo, a: clipped_surrogate(jnp.exp(lp - lo), a, EPS)
+    d_logp = jax.vmap(jax.grad(per_sample))(jnp.asarray(logp), jnp.asarray(old_logp), jnp.asarray(adv))
+    r = np.exp(logp.astype(np.float64) - old_logp)
+    np.testing.assert_allclose(np.asarray(d_logp), slope * r, rtol=1e-5, atol=1e-6)
+
+    # Every case is represented, so each branch was checked.
+    cases = {
+        "A>0, r>1+eps (zero)": (adv > 0) & (ratio > 1 + EPS),
+        "A<0, r<1-eps (zero)": (adv < 0) & (ratio < 1 - EPS),
+        "A>0, r<1+eps": (adv > 0) & (ratio < 1 + EPS),
+        "A<0, r>1-eps": (adv < 0) & (ratio > 1 - EPS),
+        "A>0, r<1-eps": (adv > 0) & (ratio < 1 - EPS),
+        "A<0, r>1+eps": (adv < 0) & (ratio > 1 + EPS),
+    }
+    for name, where in cases.items():
+        assert where.sum() > 50, name
+        zero = "zero" in name
+        assert np.all((np.asarray(d_ratio)[where] == 0) == zero), name
+
+
+@pytest.mark.parametrize("ratio, adv, slope", [
+    (1.5, 2.0, 0.0), (0.5, -2.0, 0.0),  # clipped: no incentive to move further
+    (1.1, 2.0, 2.0), (0.5, 2.0, 2.0),   # A > 0 below the upper clip
+    (0.9, -2.0, -2.0), (1.5, -2.0, -2.0),  # A < 0 above the lower clip
+    (1.0, 3.0, 3.0), (1.0, -3.0, -3.0),  # at the old policy the gradient is the policy gradient
+])
+def test_clipped_surrogate_gradient_single_cases(ratio, adv, slope):
+    grad = jax.grad(clipped_surrogate)(jnp.float32(ratio), jnp.float32(adv), EPS)
+    assert float(grad) == pytest.approx(slope, abs=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# Adaptive KL coefficient and effective sample size
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", [0.01, 0.003, 0.2])
+@pytest.mark.parametrize("beta", [1.0, 0.25, 3.0])
+def test_adapt_kl_beta_thresholds(target, beta):
+    """beta x 2 when d > 1.5 d_targ, beta / 2 when d < d_targ / 1.5, else unchanged."""
+    hi, lo = 1.5 * target, target / 1.5
+    cases = [
+        (hi * 1.001, 2 * beta), (hi * 10, 2 * beta),
+        (hi * 0.999, beta), (target, beta), (lo * 1.001, beta),
+        (lo * 0.999, beta / 2), (0.0, beta / 2),
+    ]
+    for kl, expected in cases:
+        got = adapt_kl_beta(jnp.float32(beta), jnp.float32(kl), target)
+        assert float(got) == pytest.approx(expected, rel=1e-6), f"kl={kl}, target={target}: {float(got)} != {expected}"
+
+
+def test_effective_sample_size():
+    """ESS = (sum w)^2 / (n sum w^2): 1 for equal weights, -> 1/n when one weight
+    dominates, scale invariant, and in [1/n, 1] (Cauchy-Schwarz)."""
+    n = 64
+    np.testing.assert_allclose(float(effective_sample_size(jnp.full((n,), 0.7))), 1.0, rtol=1e-6)
+    dominated = jnp.ones((n,)).at[5].set(1e6)
+    np.testing.assert_allclose(float(effective_sample_size(dominated)), 1.0 / n, rtol=1e-3)
+    rng = np.random.default_rng(0)
+    for sigma in [0.1, 0.5, 1.5]:
+        w = rng.lognormal(0.0, sigma, size=(16, 8))
+        expected = w.sum() ** 2 / (w.size * (w**2).sum())
+        got = float(effective_sample_size(jnp.asarray(w, jnp.float32)))
+        np.testing.assert_allclose(got, expected, rtol=1e-5)
+        np.testing.assert_allclose(float(effective_sample_size(jnp.asarray(3.0 * w, jnp.float32))), expected,
+                                   rtol=1e-5)
+        assert 1.0 / w.size <= got <= 1.0
+    # Lognormal weights with sigma: E[w]^2 / E[w^2] = exp(-sigma^2), the large-n limit.
+    w = rng.lognormal(0.0, 0.5, size=200_000)
+    np.testing.assert_allclose(float(effective_sample_size(jnp.asarray(w, jnp.float32))), np.exp(-0.25), rtol=1e-2)
+
+
+# ---------------------------------------------------------------------------
+# A real kl_adaptive update
+# ---------------------------------------------------------------------------
+
+COMMON = ("algo=ppo", "algo.objective=kl_adaptive", "env=CartPole-v1", "num_envs=4", "algo.num_steps=64",
+          "algo.hidden_sizes=[32,32]", "total_timesteps=2560")
+
+
+def mean_categorical_kl(old_logits, new_logits) -> float:
+    p = np.asarray(old_logits, np.float64)
+    q = np.asarray(new_logits, np.float64)
+    logp = p - np.logaddexp.reduce(p, -1, keepdims=True)
+    logq = q - np.logaddexp.reduce(q, -1, keepdims=True)
+    return float(np.mean(np.sum(np.exp(logp) * (logp - logq), -1)))
+
+
+def rule(beta: float, kl: float, target: float) -> float:
+    if kl > 1.5 * target:
+        return 2 * beta
+    if kl < target / 1.5:
+        return beta / 2
+    return beta
+
+
+def test_kl_adaptive_update_stores_the_beta_the_rule_gives():
+    """After one PPO kl_adaptive update the stored beta is the rule applied to the
+    mean KL(pi_old || pi_new) over the batch, recomputed here from the parameters.
+    kl_target only decides the stored beta, not the update, so the same update is
+    repeated with targets placed 3-4% either side of both thresholds around the
+    measured KL: beta must double, stay, stay, halve exactly as the rule says, which
+    fails if the update measured the KL a few percent differently."""
+    setup = build(compose_config(*COMMON))
+    cfg = setup.cfg.algo
+    state = init_train_state(setup, jax.random.PRNGKey(0))
+    beta0 = float(state.algo_state["kl_beta"])
+    assert beta0 == cfg.kl_beta
+    obs, env_state = jax.vmap(setup.env.reset)(jax.random.split(jax.random.PRNGKey(1), 4))
+    rollout = jax.jit(make_rollout(setup.env, setup.policy, identity_normalizer, cfg.num_steps))
+    batch = rollout(state.params, state.obs_stats, env_state, obs, jax.random.PRNGKey(2))[2]
+    flat_obs = batch.obs.reshape(-1, batch.obs.shape[-1])
+
+    # make_ppo (what make_algorithm builds for algo=ppo) from this config and the run's
+    # iteration count, with kl_target made an argument so one compilation serves every target.
+    fields = dict(OmegaConf.to_container(cfg, resolve=True))
+
+    @jax.jit
+    def update_with_target(target):
+        algo_cfg = SimpleNamespace(**{**fields, "kl_target": target})
+        return make_ppo(algo_cfg, setup.policy, 10).update(state, batch, jax.random.PRNGKey(3))[0]
+
+    def measured_kl(new_state):
+        return mean_categorical_kl(setup.policy.dist(state.params["actor"], flat_obs).logits,
+                                   setup.policy.dist(new_state.params["actor"], flat_obs).logits)
+
+    # First the configured target (0.01), far from both thresholds.
+    new_state = update_with_target(jnp.float32(cfg.kl_target))
+    kl = measured_kl(new_state)
+    assert kl > 0
+    assert min(abs(kl / (1.5 * cfg.kl_target) - 1), abs(kl * 1.5 / cfg.kl_target - 1)) > 0.03
+    np.testing.assert_allclose(float(new_state.algo_state["kl_beta"]), rule(beta0, kl, cfg.kl_target),
+                               rtol=1e-6, err_msg=f"KL {kl}, target {cfg.kl_target}")
+
+    outcomes = {}
+    for target in [kl / 1.55, kl / 1.45, kl * 1.45, kl * 1.55]:
+        other = update_with_target(jnp.float32(target))
+        np.testing.assert_allclose(measured_kl(other), kl, rtol=1e-4)  # the same update
+        expected = rule(beta0, kl, target)
+        outcomes[target] = expected / beta0
+        np.testing.assert_allclose(float(other.algo_state["kl_beta"]), expected, rtol=1e-6,
+                                   err_msg=f"KL {kl}, target {target}")
+    assert list(outcomes.values()) == [2.0, 1.0, 1.0, 0.5]
