@@ -1,9 +1,13 @@
-"""Training-state checkpoints, written atomically.
+"""Checkpoints: the training state of every seed, written atomically.
 
-A checkpoint is the whole per-seed training state (parameters, optimiser
-state, observation statistics, episode counters) serialised with flax. It is
-written to a temporary file and renamed into place, so a kill mid-write never
-leaves a corrupt ``latest`` checkpoint.
+A checkpoint file holds ``{"state": ..., "meta": ...}`` serialised with
+flax: ``state`` is what the training loop needs to continue (parameters,
+optimiser state, observation statistics, episode counters, algorithm state
+such as PPO's KL beta, RNG keys, and on the JAX path the environments
+themselves); ``meta`` holds progress counters. ``state["train"]`` is always
+the learner's :class:`~pgrun.algos.common.TrainState`, stacked over seeds.
+Files are written to a temporary name and renamed into place, so a kill
+mid-write never leaves a corrupt ``latest`` checkpoint.
 """
 
 from __future__ import annotations
@@ -14,20 +18,54 @@ from typing import Any
 
 import flax.serialization
 import jax
+import numpy as np
 
+DIRECTORY = "checkpoints"
 LATEST = "latest.msgpack"
 FINAL = "final.msgpack"
 
 
-def save(directory: Path, name: str, state: Any) -> Path:
+def save(directory: Path, name: str, state: Any, meta: dict[str, Any]) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
     tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(flax.serialization.to_bytes(jax.device_get(state)))
+    payload = {"state": jax.device_get(state), "meta": {k: np.asarray(v) for k, v in meta.items()}}
+    with open(tmp, "wb") as f:
+        f.write(flax.serialization.to_bytes(payload))
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
     return path
 
 
-def load(path: Path, target: Any) -> Any:
-    """Restore into the structure of ``target`` (a freshly initialised state)."""
-    return flax.serialization.from_bytes(target, path.read_bytes())
+def read(path: Path) -> dict[str, Any]:
+    """The raw payload: nested dicts of arrays (restore with :func:`restore_into`)."""
+    return flax.serialization.msgpack_restore(path.read_bytes())
+
+
+def restore_into(target: Any, raw: Any) -> Any:
+    """``raw`` (from :func:`read`) in the structure of ``target``."""
+    return flax.serialization.from_state_dict(target, raw)
+
+
+def load_run(run_dir: Path, name: str = FINAL):
+    """``(cfg, setup, train_state)`` of a finished or interrupted run, for evaluation.
+
+    ``train_state`` is stacked over seeds. Raises ``FileNotFoundError`` when
+    the run directory has no such checkpoint or no saved config.
+    """
+    from omegaconf import OmegaConf
+
+    from pgrun.train import build, init_train_state, over_seeds
+
+    config_path = run_dir / ".hydra" / "config.yaml"
+    path = run_dir / DIRECTORY / name
+    for required in (config_path, path):
+        if not required.exists():
+            raise FileNotFoundError(required)
+    cfg = OmegaConf.load(config_path)
+    setup = build(cfg)
+    seeds = np.asarray(setup.seeds, np.uint32)
+    template = jax.eval_shape(over_seeds(lambda s: init_train_state(setup, jax.random.PRNGKey(s)), len(seeds)),
+                              seeds)
+    return cfg, setup, restore_into(template, read(path)["state"]["train"])

@@ -7,6 +7,7 @@ OmegaConf type errors, our own :class:`ConfigError`) prints one line and exits
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -64,25 +65,70 @@ def _remove_run_dir(run_dir: Path) -> None:
 _job_errors: list[tuple[str, int]] = []
 
 
-def _task(cfg: Any) -> Any:
-    from hydra.core.hydra_config import HydraConfig
-
+def _run_job(cfg: Any, run_dir: Path, resume: bool = False) -> Any:
+    """Train one job, recording its error (if any) for :func:`main` to report."""
     from pgrun.config import ConfigError
-    from pgrun.run import run_training
+    from pgrun.run import TrainingInterrupted, run_training
     from pgrun.train import TrainingError
 
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # backend probing is noise
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        summary = run_training(cfg, run_dir)
+        summary = run_training(cfg, run_dir, resume=resume)
     except ConfigError as err:
-        _remove_run_dir(run_dir)
+        if not resume:
+            _remove_run_dir(run_dir)
         _job_errors.append((str(err), EXIT_BAD_INPUT))
         return None
     except TrainingError as err:
         _job_errors.append((f"training failed: {err}", EXIT_TRAINING_FAILED))
         return None
+    except TrainingInterrupted as err:
+        _job_errors.append((str(err), 128 + err.signum))
+        return None
     return summary["final_return_mean"]
+
+
+def _task(cfg: Any) -> Any:
+    from hydra.core.hydra_config import HydraConfig
+
+    return _run_job(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+RESUMABLE_OVERRIDES = ("quiet",)
+
+
+def _resume(args: list[str]) -> None:
+    """``pgrun resume=RUN_DIR [quiet=...]``: continue a run from its latest checkpoint,
+    in its own directory and with its own saved config."""
+    from omegaconf import OmegaConf
+
+    from pgrun import checkpoint
+
+    target = next(a for a in args if a.startswith("resume="))
+    run_dir = Path(target.split("=", 1)[1]).expanduser()
+    others = [a for a in args if a is not target]
+    unexpected = [a for a in others if a.split("=", 1)[0].lstrip("+~") not in RESUMABLE_OVERRIDES]
+    if unexpected:
+        _fail(f"resume= continues a run with its saved config, so {' '.join(unexpected)} cannot be changed: "
+              f"drop it, or start a new run", EXIT_BAD_INPUT)
+    config_path = run_dir / ".hydra" / "config.yaml"
+    latest = run_dir / checkpoint.DIRECTORY / checkpoint.LATEST
+    if not run_dir.is_dir():
+        _fail(f"resume={run_dir}: no such directory: pass the run directory of the run to continue", EXIT_BAD_INPUT)
+    if not config_path.exists():
+        _fail(f"resume={run_dir} is not a pgrun run directory (no .hydra/config.yaml): "
+              f"pass the directory a pgrun run wrote", EXIT_BAD_INPUT)
+    if not latest.exists():
+        _fail(f"resume={run_dir} has no checkpoint to continue from ({latest} is missing): start a new run",
+              EXIT_BAD_INPUT)
+    summary_path = run_dir / "summary.json"
+    if summary_path.exists() and json.loads(summary_path.read_text()).get("status") == "completed":
+        _fail(f"resume={run_dir}: that run already completed; start a new run to train longer", EXIT_BAD_INPUT)
+    cfg = OmegaConf.load(config_path)
+    for override in others:
+        key, value = override.lstrip("+~").split("=", 1)
+        OmegaConf.update(cfg, key, OmegaConf.create({"v": value}).v if value else value)
+    _run_job(cfg, run_dir, resume=True)
 
 
 def main() -> None:
@@ -98,7 +144,10 @@ def main() -> None:
     register_configs()
     hydra_main = hydra.main(version_base=None, config_path=str(conf_dir()), config_name="config")(_task)
     try:
-        hydra_main()
+        if any(a.startswith("resume=") for a in sys.argv[1:]):
+            _resume(sys.argv[1:])
+        else:
+            hydra_main()
     except ConfigError as err:
         _fail(str(err), EXIT_BAD_INPUT)
     except (HydraException, OmegaConfBaseException) as err:

@@ -27,8 +27,9 @@ def seed_dirs(run_dir: Path, seeds: list[int]) -> list[Path]:
 class BlockLogger:
     """Per-seed TensorBoard writers plus the running record of episodic returns."""
 
-    def __init__(self, run_dir: Path, seeds: list[int]):
-        self.writers = [SummaryWriter(logdir=str(d), flush_secs=10) for d in seed_dirs(run_dir, seeds)]
+    def __init__(self, run_dir: Path, seeds: list[int], purge_step: int | None = None):
+        self.writers = [SummaryWriter(logdir=str(d), flush_secs=10, purge_step=purge_step)
+                        for d in seed_dirs(run_dir, seeds)]
         self.last_return = [math.nan] * len(seeds)
         self.last_length = [math.nan] * len(seeds)
 
@@ -50,6 +51,10 @@ class BlockLogger:
         """Mean over seeds of the latest episodic return (NaN before any episode ended)."""
         finite = [r for r in self.last_return if not math.isnan(r)]
         return float(np.mean(finite)) if finite else math.nan
+
+    def flush(self) -> None:
+        for writer in self.writers:
+            writer.flush()
 
     def close(self) -> None:
         for writer in self.writers:

@@ -13,6 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import flax.serialization
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -109,8 +111,7 @@ def over_seeds(fn: Callable, num_seeds: int) -> Callable:
     return single
 
 
-@jax.tree_util.register_dataclass
-@dataclass
+@flax.struct.dataclass
 class JaxRunner:
     """What the JAX path carries from one block to the next (per seed)."""
 
@@ -172,6 +173,15 @@ class JaxLoop:
     @staticmethod
     def train_state(runner: JaxRunner) -> TrainState:
         return runner.train
+
+    @staticmethod
+    def checkpoint_state(runner: JaxRunner) -> JaxRunner:
+        """Everything, environments included: a resumed run continues exactly."""
+        return runner
+
+    @staticmethod
+    def restore(runner: JaxRunner, saved: dict) -> JaxRunner:
+        return flax.serialization.from_state_dict(runner, saved)
 
 
 @dataclass
@@ -250,6 +260,17 @@ class GymLoop:
     @staticmethod
     def train_state(runner: GymRunner) -> TrainState:
         return runner.train
+
+    @staticmethod
+    def checkpoint_state(runner: GymRunner) -> dict:
+        """Learner state and RNG key; host environments cannot be saved, so a
+        resumed run restarts their episodes (the only part that is not exact)."""
+        return {"train": runner.train, "key": runner.key}
+
+    @staticmethod
+    def restore(runner: GymRunner, saved: dict) -> GymRunner:
+        state = flax.serialization.from_state_dict({"train": runner.train, "key": runner.key}, saved)
+        return GymRunner(state["train"], runner.obs, state["key"])
 
 
 def make_loop(setup: Setup) -> JaxLoop | GymLoop:

@@ -18,7 +18,7 @@ def test_non_finite_loss_stops_the_run(tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "failed" and "non-finite" in summary["error"]
     state = flax.serialization.msgpack_restore((run_dir / "checkpoints" / "latest.msgpack").read_bytes())
-    leaves = [np.asarray(x) for x in _leaves(state["params"])]
+    leaves = [np.asarray(x) for x in _leaves(state["state"]["train"]["params"])]
     assert leaves and all(np.all(np.isfinite(x)) for x in leaves), "the kept checkpoint must be a good state"
     assert not (run_dir / "checkpoints" / "final.msgpack").exists()
 
