@@ -152,6 +152,10 @@ def main() -> None:
         _fail(str(err), EXIT_BAD_INPUT)
     except (HydraException, OmegaConfBaseException) as err:
         _fail(_describe_hydra_error(err), EXIT_BAD_INPUT)
+    except OSError as err:
+        where = err.filename or "the run directory"
+        _fail(f"cannot write {where} ({err.strerror or err}): run from a writable directory or choose one "
+              f"with hydra.run.dir=...", EXIT_BAD_INPUT)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
     if _job_errors:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -62,11 +63,13 @@ class BlockLogger:
 
 
 class Progress:
-    """Plain progress lines, at most one every ``every_seconds`` (and the last)."""
+    """Progress output: a live line on a terminal, plain periodic lines otherwise
+    (log files, CI, multirun), nothing when quiet."""
 
-    def __init__(self, label: str, total_steps: int, quiet: bool, every_seconds: float = 2.0):
-        self.label, self.total, self.quiet, self.every = label, total_steps, quiet, every_seconds
-        self.start = time.perf_counter()
+    def __init__(self, label: str, total_steps: int, quiet: bool, live: bool | None = None):
+        self.label, self.total, self.quiet = label, total_steps, quiet
+        self.live = sys.stdout.isatty() if live is None else live
+        self.every = 0.25 if self.live else 5.0
         self.last_print = -math.inf
 
     def update(self, steps: int, mean_return: float, sps: float, force: bool = False) -> None:
@@ -76,8 +79,13 @@ class Progress:
         self.last_print = now
         eta = (self.total - steps) / sps if sps > 0 else math.inf
         ret = "n/a" if math.isnan(mean_return) else f"{mean_return:.1f}"
-        print(f"[{self.label}] {steps:>10,d}/{self.total:,d} steps ({100 * steps / self.total:5.1f}%)"
-              f" | return {ret} | {sps:,.0f} steps/s | ETA {eta:.0f}s", flush=True)
+        line = (f"[{self.label}] {steps:>10,d}/{self.total:,d} steps ({100 * steps / self.total:5.1f}%)"
+                f" | return {ret} | {sps:,.0f} steps/s | ETA {eta:.0f}s")
+        if self.live:
+            end = "\n" if steps >= self.total else ""
+            print("\r\033[K" + line, end=end, flush=True)
+        else:
+            print(line, flush=True)
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:

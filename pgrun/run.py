@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import jax
 import numpy as np
 
-from pgrun import checkpoint
+from pgrun import checkpoint, provenance
 from pgrun.config import validate
 from pgrun.logger import BlockLogger, Progress, write_json_atomic
 from pgrun.train import TrainingError, build, check_finite, make_loop
@@ -80,6 +80,8 @@ def run_training(cfg: Any, run_dir: Path, resume: bool = False) -> dict[str, Any
         print(f"[{label}] backend={setup.backend} seeds={setup.seeds} device={jax.devices()[0].platform} "
               f"iterations={setup.block_len * setup.num_blocks} run_dir={run_dir}", flush=True)
 
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir / ("provenance-resume.json" if resume else "provenance.json"), provenance.collect())
     start = time.perf_counter()
     runner = loop.start()
     compile_seconds = time.perf_counter() - start

@@ -43,7 +43,7 @@ def make_env(env_id: str, backend: str, host_envs: int) -> tuple[Any, str]:
     try:
         return GymVectorEnv(env_id, host_envs), backend
     except UnsupportedSpaceError as err:
-        raise ConfigError(f"{env_id}: {err}") from None
+        raise ConfigError(f"{env_id}: {err}: pick an environment whose spaces are Box or Discrete") from None
     except gymnasium.error.DependencyNotInstalled as err:
         first_line = str(err).splitlines()[0]
         raise ConfigError(f"{env_id} needs an extra dependency ({first_line}): "
