@@ -111,6 +111,11 @@ class EnvConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    every: int = 100  # iterations between 'latest' checkpoints (rounded to logging blocks)
+
+
+@dataclass
 class RunConfig:
     """The top level of every run."""
 
@@ -122,7 +127,7 @@ class RunConfig:
     num_seeds: int = 1
     log_interval: int = 10  # iterations between TensorBoard points
     quiet: bool = False
-    checkpoint_every: int = 100  # iterations between 'latest' checkpoints (rounded to logging blocks)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     compile_cache_dir: str = ""  # persistent XLA compilation cache; "" disables it
 
 
@@ -184,7 +189,7 @@ def validate(cfg: Any) -> None:
     _check(cfg.num_envs >= 1, f"num_envs={cfg.num_envs} must be at least 1")
     _check(cfg.num_seeds >= 1, f"num_seeds={cfg.num_seeds} must be at least 1")
     _check(cfg.log_interval >= 1, f"log_interval={cfg.log_interval} must be at least 1")
-    _check(cfg.checkpoint_every >= 1, f"checkpoint_every={cfg.checkpoint_every} must be at least 1")
+    _check(cfg.checkpoint.every >= 1, f"checkpoint.every={cfg.checkpoint.every} must be at least 1")
     _check(a.lr > 0, f"algo.lr={a.lr} must be positive")
     _check(0.0 <= a.gamma <= 1.0, f"algo.gamma={a.gamma} must lie in [0, 1]")
     _check(a.num_steps >= 1, f"algo.num_steps={a.num_steps} must be at least 1")

@@ -45,7 +45,7 @@ class BlockLogger:
                 writer.add_scalar("charts/episodic_length", self.last_length[i], env_steps)
             writer.add_scalar("charts/sps", steps_in_block / max(seconds, 1e-9), env_steps)
             for tag, values in metrics.items():
-                if "/" in tag:  # algorithm metrics are named by their TensorBoard tag
+                if "/" in tag and not tag.startswith("health/"):  # metrics are named by their tag
                     writer.add_scalar(tag, float(np.mean(values[i])), env_steps)
 
     def mean_return(self) -> float:

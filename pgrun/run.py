@@ -96,7 +96,7 @@ def run_training(cfg: Any, run_dir: Path, resume: bool = False) -> dict[str, Any
     # TensorBoard drops points a killed run logged after its latest checkpoint.
     logger = BlockLogger(run_dir, setup.seeds, purge_step=blocks_done * steps_per_block + 1 if resume else None)
     logger.last_return, logger.last_length = last_return, last_length
-    blocks_per_checkpoint = max(1, cfg.checkpoint_every // setup.block_len)
+    blocks_per_checkpoint = max(1, cfg.checkpoint.every // setup.block_len)
 
     def wall_seconds() -> float:
         return earlier_seconds + time.perf_counter() - start

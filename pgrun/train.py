@@ -87,6 +87,9 @@ def make_learn(setup: Setup) -> Callable[[TrainState, Batch, jax.Array], tuple[T
         seen = batch.replace(obs=normalize(state.obs_stats, batch.obs),
                              next_obs=normalize(state.obs_stats, batch.next_obs))
         state, metrics = update(state, seen, key)
+        # 1 while every parameter is finite: a diverging update is caught in the iteration it happens.
+        metrics["health/params_finite"] = jnp.all(jnp.asarray(
+            [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(state.params)])).astype(jnp.float32)
         obs_stats = state.obs_stats.update(batch.obs) if setup.cfg.env.normalize_obs else state.obs_stats
         state = state.replace(episodes=episodes, obs_stats=obs_stats, iteration=state.iteration + 1)
         return state, {**metrics, **episode_metrics}
@@ -278,12 +281,16 @@ def make_loop(setup: Setup) -> JaxLoop | GymLoop:
 
 
 def check_finite(metrics: dict, first_iteration: int) -> None:
-    """Raise :class:`TrainingError` naming the first non-finite quantity."""
+    """Raise :class:`TrainingError` naming the first iteration with a non-finite
+    loss, metric or parameter, and what went non-finite there."""
+    bad = {}
     for name, values in metrics.items():
-        values = np.asarray(values)
-        if not np.all(np.isfinite(values)):
-            bad = np.argwhere(~np.isfinite(values))[0]
-            seed_index, step = (int(bad[0]), int(bad[1])) if values.ndim >= 2 else (0, int(bad[0]))
-            raise TrainingError(f"{name} became non-finite at iteration {first_iteration + step + 1} "
-                                f"(seed index {seed_index}); lower algo.lr or algo.max_grad_norm")
-
+        values = np.asarray(values)  # [seeds, iterations]
+        bad[name] = values == 0 if name == "health/params_finite" else ~np.isfinite(values)
+    first = min((int(np.argwhere(mask)[:, 1].min()) for mask in bad.values() if mask.any()), default=None)
+    if first is None:
+        return
+    names = [("the parameters" if n == "health/params_finite" else n) for n, m in bad.items() if m[:, first].any()]
+    seed_index = int(np.argwhere(np.any([m[:, first] for m in bad.values()], axis=0))[0, 0])
+    raise TrainingError(f"{', '.join(names)} became non-finite at iteration {first_iteration + first + 1} "
+                        f"(seed index {seed_index}); lower algo.lr or algo.max_grad_norm")

@@ -15,7 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from conftest import run_cli
 from pgrun import checkpoint
 
-ARGS = ["total_timesteps=153600", "log_interval=5", "checkpoint_every=10", "quiet=true"]
+ARGS = ["total_timesteps=153600", "log_interval=5", "checkpoint.every=10", "quiet=true"]
 POINTS = 153600 // (4 * 128 * 5)  # logging blocks of 5 iterations x 512 steps
 
 
