@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tensorboardX.summary
 from tensorboardX import SummaryWriter
 
 
@@ -53,6 +54,18 @@ class BlockLogger:
         finite = [r for r in self.last_return if not math.isnan(r)]
         return float(np.mean(finite)) if finite else math.nan
 
+    def write_hparams(self, hparams: dict[str, Any], seeds: list[int]) -> None:
+        """Record each seed's hyperparameters with its final return for TensorBoard's
+        HParams dashboard (in the seed's own run, so the dashboard lists every run)."""
+        for writer, seed, final in zip(self.writers, seeds, self.last_return, strict=True):
+            if math.isnan(final):  # no episode ended: nothing to compare
+                continue
+            values = {**hparams, "seed": seed}
+            metric = {"hparams/final_return": final}
+            for summary in tensorboardX.summary.hparams(values, metric):
+                writer.file_writer.add_summary(summary)
+            writer.add_scalar("hparams/final_return", final)
+
     def flush(self) -> None:
         for writer in self.writers:
             writer.flush()
@@ -86,6 +99,27 @@ class Progress:
             print("\r\033[K" + line, end=end, flush=True)
         else:
             print(line, flush=True)
+
+
+def flat_hparams(cfg: Any) -> dict[str, bool | int | float | str]:
+    """The run's hyperparameters as flat ``key: scalar`` pairs (lists become strings)."""
+    from omegaconf import OmegaConf
+
+    flat: dict[str, bool | int | float | str] = {}
+
+    def visit(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                visit(f"{prefix}{key}.", value)
+        else:
+            flat[prefix[:-1]] = node if isinstance(node, (bool, int, float, str)) else str(node)
+
+    container = OmegaConf.to_container(cfg, resolve=True)
+    for section in ("algo", "env"):
+        visit(f"{section}.", container[section])
+    for key in ("total_timesteps", "num_envs"):
+        flat[key] = container[key]
+    return flat
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 
 from pgrun import checkpoint, provenance
 from pgrun.config import validate
-from pgrun.logger import BlockLogger, Progress, write_json_atomic
+from pgrun.logger import BlockLogger, Progress, flat_hparams, write_json_atomic
 from pgrun.train import TrainingError, build, check_finite, make_loop
 
 COMPILE_CACHE_MAX_BYTES = 2**30
@@ -156,6 +156,7 @@ def run_training(cfg: Any, run_dir: Path, resume: bool = False) -> dict[str, Any
                                               f"a checkpoint; continue with: pgrun resume={run_dir}", stop[0])
                 if blocks_done % blocks_per_checkpoint == 0:
                     save(checkpoint.LATEST)
+        logger.write_hparams(flat_hparams(cfg), setup.seeds)
     except TrainingError as err:
         # The state in memory is the bad one: the last good checkpoint on disk stays as it is.
         summarize("failed", error=str(err))

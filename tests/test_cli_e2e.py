@@ -25,6 +25,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def post_json(url: str, payload: dict):
+    request = urllib.request.Request(url, data=json.dumps(payload).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
 def get_json(url: str):
     with urllib.request.urlopen(url, timeout=10) as response:
         return json.loads(response.read())
@@ -87,6 +94,17 @@ def test_tensorboard_serves_every_tag_once_per_logging_step(trained_run):
             query = urllib.parse.urlencode({"run": run_name, "tag": tag})
             points = get_json(f"{base}/data/plugin/scalars/scalars?{query}")
             assert [p[1] for p in points] == expected_steps, (tag, points)
+        # The HParams dashboard lists the run with its hyperparameters and final return.
+        experiment = post_json(f"{base}/data/plugin/hparams/experiment", {"experimentName": ""})
+        hparam_names = {h["name"] for h in experiment["hparamInfos"]}
+        assert {"algo.lr", "algo.clip_eps", "env.id", "seed"} <= hparam_names
+        groups = post_json(f"{base}/data/plugin/hparams/session_groups", {
+            "experimentName": "", "startIndex": 0, "sliceSize": 10, "colParams": [],
+            "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]})
+        assert groups["totalSize"] == 1
+        summary = json.loads((run_dir / "summary.json").read_text())
+        metric = groups["sessionGroups"][0]["metricValues"][0]
+        assert metric["value"] == pytest.approx(summary["final_return_mean"], rel=1e-5)
     finally:
         server.terminate()
         server.wait(timeout=30)
