@@ -86,7 +86,7 @@ def run_training(cfg: Any, run_dir: Path, resume: bool = False) -> dict[str, Any
     runner = loop.start()
     compile_seconds = time.perf_counter() - start
     blocks_done, earlier_seconds = 0, 0.0
-    last_return = last_length = [math.nan] * len(setup.seeds)
+    last_return, last_length = [math.nan] * len(setup.seeds), [math.nan] * len(setup.seeds)
     if resume:
         saved = checkpoint.read(checkpoints / checkpoint.LATEST)
         runner = loop.restore(runner, saved["state"])

@@ -24,3 +24,14 @@ def test_ppo_reaches_400_on_cartpole_within_150k_steps(tmp_path):
     assert best >= 400, f"best mean return {best:.1f} (at step {best_step}); curve {curve}"
     # A random policy averages about 22 on CartPole; the start of the curve must show it.
     assert curve[0][1] < 100
+
+
+def test_returns_and_lengths_are_recorded_separately(tmp_path):
+    """On Pendulum every episode lasts 200 steps and every reward is negative."""
+    cfg = compose_config("env=Pendulum-v1", "total_timesteps=20480", "quiet=true", "num_seeds=2")
+    summary = run_training(cfg, tmp_path)
+    assert all(r < 0 for r in summary["returns_per_seed"])
+    lengths = [v for _, v in logged(tmp_path / "seed_0", "charts/episodic_length")]
+    assert lengths and all(length == 200 for length in lengths)
+    returns = [v for _, v in logged(tmp_path / "seed_0", "charts/episodic_return")]
+    assert all(r < 0 for r in returns)
