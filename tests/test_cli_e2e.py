@@ -63,6 +63,12 @@ def test_run_directory_holds_the_contract(trained_run):
     assert (run_dir / ".hydra" / "config.yaml").exists()
     assert (run_dir / "checkpoints" / "final.msgpack").stat().st_size > 0
     assert (run_dir / "checkpoints" / "latest.msgpack").stat().st_size > 0
+    provenance = json.loads((run_dir / "provenance.json").read_text())
+    import jax
+
+    assert provenance["packages"]["jax"] == jax.__version__
+    assert provenance["jax_backend"] == jax.default_backend() and provenance["jax_devices"]
+    assert any("total_timesteps=20480" in arg for arg in provenance["command"])
 
 
 def test_tensorboard_serves_every_tag_once_per_logging_step(trained_run):

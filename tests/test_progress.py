@@ -1,0 +1,30 @@
+"""Progress output: a live line on a terminal, plain lines elsewhere, silence when quiet."""
+
+import math
+
+from pgrun.logger import Progress
+
+
+def test_live_progress_rewrites_one_line(capsys):
+    progress = Progress("ppo CartPole-v1", 1000, quiet=False, live=True)
+    progress.update(500, 42.0, 1000.0)
+    progress.update(1000, 50.0, 1000.0, force=True)
+    out = capsys.readouterr().out
+    assert out.count("\r") == 2 and out.endswith("\n") and out.count("\n") == 1
+    assert "ETA 0s" in out and "return 50.0" in out
+
+
+def test_plain_progress_prints_whole_lines_at_most_every_few_seconds(capsys):
+    progress = Progress("a2c Acrobot-v1", 1000, quiet=False, live=False)
+    progress.update(100, math.nan, 500.0)
+    progress.update(200, -300.0, 500.0)  # too soon after the previous line: skipped
+    progress.update(1000, -90.0, 500.0, force=True)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and "\r" not in "".join(lines)
+    assert "return n/a" in lines[0] and "return -90.0" in lines[1]
+
+
+def test_quiet_prints_nothing(capsys):
+    progress = Progress("ppo CartPole-v1", 1000, quiet=True, live=True)
+    progress.update(1000, 1.0, 1.0, force=True)
+    assert capsys.readouterr().out == ""
