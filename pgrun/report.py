@@ -1,0 +1,556 @@
+"""``pgrun-report``: final returns of a sweep, per configuration, across seeds.
+
+A *configuration* is a run's config minus its seed. Seeds of one configuration
+come from separate jobs (``pgrun -m seed=0,1,2``) and from seeds trained
+together in one run (``num_seeds=N``, one event folder per seed); both count
+alike, so a sweep can mix the two. Jobs that failed or never finished are
+listed with their status and error rather than dropped, so a report never
+looks better than the sweep was.
+
+    pgrun-report outputs/multirun/2025-01-01/12-00-00
+    pgrun-report SWEEP_DIR --group-by algo.name algo.lr
+    pgrun-report SWEEP_DIR --tag losses/entropy
+
+The learning-curve helpers (:func:`learning_curve`, :func:`align_curves`,
+:func:`confidence_band`) live here too, so ``scripts/plot_runs.py`` draws
+exactly the seeds this table counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+
+from pgrun.logger import seed_dirs
+
+RETURN_TAG = "charts/episodic_return"
+# Always part of the default configuration key: they name the problem being solved.
+DEFAULT_KEYS = ("algo.name", "env.id")
+# Overrides that do not change what is trained (or are the seed itself).
+IGNORED_OVERRIDES = frozenset({"seed", "num_seeds", "quiet", "resume"})
+# Config-group overrides (``algo=ppo``) are already covered by DEFAULT_KEYS.
+GROUP_OVERRIDES = frozenset({"algo", "env"})
+REPORT_NAME = "report.md"
+MISSING = "(unset)"
+
+
+class ReportError(Exception):
+    """A problem with the user's input: reported as one line, exit code 2."""
+
+
+@dataclass
+class Run:
+    """One job's run directory: what it was asked to do and how it ended."""
+
+    path: Path
+    name: str  # path relative to the sweep directory, for display
+    config: dict[str, Any] | None  # None when .hydra/config.yaml cannot be read
+    overrides: list[str]
+    summary: dict[str, Any] | None
+    status: str  # completed | failed | interrupted | unfinished | unreadable
+    error: str = ""
+    seeds: list[int] = field(default_factory=list)
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "completed"
+
+    @property
+    def returns_per_seed(self) -> list[float | None]:
+        """Final return of each seed (None where no episode finished), in ``seeds`` order."""
+        values = (self.summary or {}).get("returns_per_seed") or []
+        return [None if v is None or not math.isfinite(v) else float(v) for v in values]
+
+    @property
+    def env_steps(self) -> int | None:
+        steps = (self.summary or {}).get("env_steps")
+        return None if steps is None else int(steps)
+
+    def event_dirs(self) -> dict[int, Path]:
+        """Where each seed's event files are (the run directory itself for one seed)."""
+        return dict(zip(self.seeds, seed_dirs(self.path, self.seeds)))
+
+
+@dataclass
+class Configuration:
+    """Runs that differ only in their seeds."""
+
+    key: tuple[tuple[str, str], ...]
+    runs: list[Run]
+    label: str = ""
+
+    @property
+    def completed_runs(self) -> list[Run]:
+        return [run for run in self.runs if run.completed]
+
+    def final_returns(self) -> list[tuple[Run, int, float]]:
+        """``(run, seed, final return)`` for every seed of a completed job that finished an episode."""
+        return [(run, seed, ret) for run in self.completed_runs
+                for seed, ret in zip(run.seeds, run.returns_per_seed) if ret is not None]
+
+    @property
+    def seeds_without_return(self) -> int:
+        return sum(ret is None for run in self.completed_runs for ret in run.returns_per_seed)
+
+
+@dataclass
+class ReturnStats:
+    """Across-seed statistics of final returns; ``std`` is the sample std (n-1), NaN for one seed."""
+
+    n: int
+    mean: float
+    std: float
+    median: float
+
+
+@dataclass
+class Curve:
+    """A configuration's learning curve: mean over seeds with a two-sided confidence band."""
+
+    label: str
+    steps: np.ndarray
+    mean: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    num_seeds: int
+
+
+@dataclass
+class Report:
+    """Everything the table is made of, for callers that want more than the markdown."""
+
+    root: Path
+    runs: list[Run]
+    configurations: list[Configuration]
+    common: list[tuple[str, str]]  # key/value pairs shared by every configuration, left out of labels
+    tag: str = RETURN_TAG
+
+    def markdown(self) -> str:
+        return markdown_report(self)
+
+
+# ---------------------------------------------------------------- discovery
+
+
+def _natural_key(name: str) -> list[Any]:
+    """Sort ``2-...`` before ``10-...``, as Hydra numbers its jobs."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def find_run_dirs(root: Path) -> list[Path]:
+    """Every directory under ``root`` (``root`` included) holding ``.hydra/config.yaml``, in job order."""
+    found: list[Path] = []
+    for dirpath, dirnames, _ in os.walk(root):
+        here = Path(dirpath)
+        if (here / ".hydra" / "config.yaml").is_file():
+            found.append(here)
+            dirnames[:] = []  # a run's own sub-folders (seed_*, checkpoints) hold no further runs
+            continue
+        dirnames[:] = sorted((d for d in dirnames if not d.startswith(".")), key=_natural_key)
+    return found
+
+
+def _first_line(text: Any) -> str:
+    return next((line.strip() for line in str(text).splitlines() if line.strip()), "")
+
+
+def load_run(path: Path, root: Path) -> Run:
+    """Read one run directory; unreadable parts become a status, never an exception."""
+    from omegaconf import OmegaConf
+
+    name = str(path.relative_to(root)) if path != root else path.name
+    try:
+        loaded = OmegaConf.to_container(OmegaConf.load(path / ".hydra" / "config.yaml"), resolve=False)
+        config: dict[str, Any] | None = loaded if isinstance(loaded, dict) else None
+        error = "" if config is not None else ".hydra/config.yaml is not a mapping"
+    except Exception as err:  # noqa: BLE001 - any parse error: report the run, keep going
+        config, error = None, f"cannot read .hydra/config.yaml: {_first_line(err)}"
+    overrides: list[str] = []
+    overrides_path = path / ".hydra" / "overrides.yaml"
+    if overrides_path.is_file():
+        try:
+            listed = OmegaConf.to_container(OmegaConf.load(overrides_path))
+            overrides = [str(o) for o in listed] if isinstance(listed, list) else []
+        except Exception:  # noqa: BLE001 - overrides only refine the grouping
+            overrides = []
+    if config is None:
+        return Run(path, name, None, overrides, None, "unreadable", error)
+
+    summary: dict[str, Any] | None = None
+    summary_path = path / "summary.json"
+    status, error = "unfinished", "no summary.json (still running, or killed)"
+    if summary_path.is_file():
+        try:
+            loaded_summary = json.loads(summary_path.read_text())
+        except (OSError, ValueError) as err:
+            loaded_summary, error = None, f"cannot read summary.json: {_first_line(err)}"
+        else:
+            error = "cannot read summary.json: not a JSON object"
+        if isinstance(loaded_summary, dict):
+            summary = loaded_summary
+            status, error = str(summary.get("status", "unknown")), _first_line(summary.get("error", ""))
+        else:
+            status = "unreadable"
+    if summary and isinstance(summary.get("seeds"), list):
+        seeds = [int(s) for s in summary["seeds"]]
+    else:
+        first, count = int(config.get("seed", 0) or 0), int(config.get("num_seeds", 1) or 1)
+        seeds = list(range(first, first + count))
+    return Run(path, name, config, overrides, summary, status, error, seeds)
+
+
+def load_runs(root: Path) -> list[Run]:
+    """All runs under ``root``; a missing directory or an empty one is a :class:`ReportError`."""
+    if not root.is_dir():
+        raise ReportError(f"{root}: no such directory: pass a sweep directory (outputs/multirun/<date>/<time>) "
+                          f"or a run directory")
+    runs = [load_run(path, root) for path in find_run_dirs(root)]
+    if not runs:
+        raise ReportError(f"{root} holds no runs (no directory with .hydra/config.yaml under it): "
+                          f"pass the directory a pgrun run or sweep wrote")
+    return runs
+
+
+# ---------------------------------------------------------------- grouping
+
+
+def _override_key(override: str) -> tuple[str, str]:
+    key, _, value = override.partition("=")
+    return key.lstrip("+~").strip(), value.strip()
+
+
+def _counted(key: str) -> bool:
+    return key not in IGNORED_OVERRIDES and key != "hydra" and not key.startswith("hydra.")
+
+
+def _lookup(config: dict[str, Any], key: str) -> tuple[bool, Any]:
+    node: Any = config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def format_value(value: Any) -> str:
+    """A config value as one would type it in an override (``true``, ``[64,64]``, ``0.00025``)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None:
+        return "null"
+    if isinstance(value, list):
+        return "[" + ",".join(format_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return str(value)
+
+
+def _value(run: Run, key: str) -> str:
+    """The run's value of ``key``: from its config, or the override text where the config holds a group."""
+    assert run.config is not None
+    found, value = _lookup(run.config, key)
+    if isinstance(value, dict):
+        given = dict(_override_key(o) for o in run.overrides)
+        if key in given:
+            return given[key]
+    return format_value(value) if found else MISSING
+
+
+def grouping_keys(runs: Sequence[Run], group_by: Sequence[str] | None = None) -> list[str]:
+    """``group_by`` if given; else algo, env and every key some job overrode (seed and output keys aside)."""
+    if group_by:
+        keys = list(dict.fromkeys(group_by))
+        readable = [run for run in runs if run.config is not None]
+        for key in keys:
+            if readable and not any(_lookup(run.config, key)[0] for run in readable):  # type: ignore[arg-type]
+                raise ReportError(f"--group-by {key}: no run's config has this key "
+                                  f"(see any run's .hydra/config.yaml for the keys)")
+        return keys
+    overridden = {_override_key(override)[0] for run in runs for override in run.overrides}
+    return list(DEFAULT_KEYS) + sorted(k for k in overridden
+                                       if _counted(k) and k not in GROUP_OVERRIDES and k not in DEFAULT_KEYS)
+
+
+def group_runs(runs: Sequence[Run], group_by: Sequence[str] | None = None
+               ) -> tuple[list[Configuration], list[tuple[str, str]]]:
+    """Configurations in order of first appearance, and the key/values they all share.
+
+    Labels show only what tells configurations apart (plus algo and env,
+    which name the problem); what they share is returned separately.
+    """
+    keys = grouping_keys(runs, group_by)
+    groups: dict[tuple[tuple[str, str], ...], Configuration] = {}
+    unreadable: list[Configuration] = []
+    for run in runs:
+        if run.config is None:
+            unreadable.append(Configuration((("run", run.name),), [run], f"{run.name} (unreadable config)"))
+            continue
+        key = tuple((k, _value(run, k)) for k in keys)
+        groups.setdefault(key, Configuration(key, [])).runs.append(run)
+    configurations = list(groups.values())
+    varying = {k for i, k in enumerate(keys) if len({c.key[i][1] for c in configurations}) > 1}
+    shown = [k for k in keys if k in varying or (not group_by and k in DEFAULT_KEYS)] or keys
+    common = [(k, v) for k, v in (configurations[0].key if configurations else ()) if k not in shown]
+    for config in configurations:
+        parts = [v if (k in DEFAULT_KEYS and not group_by) else f"{k}={v}" for k, v in config.key if k in shown]
+        config.label = " ".join(parts)
+    return configurations + unreadable, common
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def return_stats(values: Sequence[float]) -> ReturnStats | None:
+    """Mean, sample std and median across seeds; None without any value."""
+    if not values:
+        return None
+    array = np.asarray(values, dtype=float)
+    std = float(np.std(array, ddof=1)) if array.size > 1 else math.nan
+    return ReturnStats(int(array.size), float(np.mean(array)), std, float(np.median(array)))
+
+
+def confidence_band(values: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean over seeds (axis 0) and a Student-t confidence interval for it.
+
+    ``mean ± t_{(1+level)/2, n-1} · s / sqrt(n)`` with ``s`` the sample std:
+    with the handful of seeds RL runs have, a normal quantile (1.96) would
+    understate the uncertainty. With one seed there is no spread to estimate
+    and the band collapses onto the mean.
+    """
+    from scipy import stats
+
+    values = np.asarray(values, dtype=float)
+    if values.ndim == 1:
+        values = values[None, :]
+    n = values.shape[0]
+    mean = values.mean(axis=0)
+    if n < 2:
+        return mean, mean.copy(), mean.copy()
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * values.std(axis=0, ddof=1) / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def align_curves(curves: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Put seeds with (slightly) different step grids on one grid: ``(steps, values[seed, step])``.
+
+    Linear interpolation onto the union of all seeds' steps, restricted to
+    the range every seed covers (never extrapolated). Where the grids agree,
+    as they do for seeds of one configuration, this returns exactly the
+    logged values; a seed whose first episode ended later only trims the start.
+    """
+    if not curves:
+        return np.zeros(0), np.zeros((0, 0))
+    start = max(float(steps[0]) for steps, _ in curves)
+    stop = min(float(steps[-1]) for steps, _ in curves)
+    grid = np.unique(np.concatenate([steps for steps, _ in curves]))
+    grid = grid[(grid >= start) & (grid <= stop)]
+    return grid, np.stack([np.interp(grid, steps, values) for steps, values in curves])
+
+
+# ---------------------------------------------------------------- event files
+
+
+def read_scalars(event_dir: Path, tag: str) -> tuple[np.ndarray, np.ndarray]:
+    """All points of one scalar tag in a directory's event files, by step (nothing subsampled).
+
+    A step logged twice (a resumed run) keeps its latest value.
+    """
+    try:
+        from tensorboard.backend.event_processing import event_accumulator
+    except ImportError as err:
+        raise ReportError("reading event files needs the tensorboard package: pip install 'pgrun[plot]'") from err
+    if not event_dir.is_dir():
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    accumulator = event_accumulator.EventAccumulator(str(event_dir), size_guidance={event_accumulator.SCALARS: 0})
+    accumulator.Reload()
+    if tag not in accumulator.Tags().get("scalars", []):
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    by_step = {event.step: event.value for event in accumulator.Scalars(tag)}
+    steps = np.array(sorted(by_step), dtype=np.int64)
+    return steps, np.array([by_step[s] for s in steps], dtype=float)
+
+
+def seed_curves(config: Configuration, tag: str = RETURN_TAG) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One ``(steps, values)`` per seed of the configuration's completed jobs that logged ``tag``."""
+    curves = []
+    for run in config.completed_runs:
+        for event_dir in run.event_dirs().values():
+            steps, values = read_scalars(event_dir, tag)
+            if steps.size:
+                curves.append((steps, values))
+    return curves
+
+
+def learning_curve(config: Configuration, tag: str = RETURN_TAG, level: float = 0.95) -> Curve | None:
+    """The configuration's mean curve and confidence band; None when no completed seed logged ``tag``."""
+    steps, values = align_curves(seed_curves(config, tag))
+    if steps.size == 0:
+        return None
+    mean, lower, upper = confidence_band(values, level)
+    return Curve(config.label, steps, mean, lower, upper, values.shape[0])
+
+
+# ---------------------------------------------------------------- the report
+
+
+def build_report(root: Path, tag: str = RETURN_TAG, group_by: Sequence[str] | None = None) -> Report:
+    runs = load_runs(Path(root))
+    configurations, common = group_runs(runs, group_by)
+    return Report(Path(root), runs, configurations, common, tag)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _steps_text(steps: Sequence[int]) -> str:
+    if not steps:
+        return "—"
+    low, high = min(steps), max(steps)
+    return f"{low:,d}" if low == high else f"{low:,d}–{high:,d}"
+
+
+def _last_logged_step(run: Run, tag: str) -> int | None:
+    """How far a job without a summary got, from its event files (None if unknown)."""
+    try:
+        steps = [read_scalars(d, tag)[0] for d in run.event_dirs().values()]
+    except ReportError:  # no tensorboard: the status alone still says enough
+        return None
+    last = [int(s[-1]) for s in steps if s.size]
+    return max(last) if last else None
+
+
+def _job_outcome(run: Run, tag: str) -> str:
+    """One line, starting with the status: how a job that did not complete ended."""
+    if run.status == "failed":
+        where = f" at {run.env_steps:,d} env steps" if run.env_steps is not None else ""
+        return f"failed{where}: {run.error or 'no error recorded'}"
+    if run.status == "unfinished":
+        step = _last_logged_step(run, tag)
+        where = f"; last logged at {step:,d} env steps" if step is not None else ""
+        return f"unfinished (no summary.json: still running, or killed{where})"
+    return f"{run.status}: {run.error}" if run.error else run.status
+
+
+def _jobs_cell(config: Configuration, tag: str) -> str:
+    """``3 completed; 1 failed at 1,024 env steps: <error>``: every job counted, none hidden."""
+    completed = len(config.completed_runs)
+    outcomes = Counter(_job_outcome(run, tag) for run in config.runs if not run.completed)
+    parts = ([f"{completed} completed"] if completed else []) + [f"{n} {text}" for text, n in outcomes.items()]
+    return "; ".join(parts)
+
+
+def format_number(value: float) -> str:
+    """Four significant digits (returns and losses live on very different scales), no exponent above 1000."""
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
+def _stats_text(stats: ReturnStats | None) -> tuple[str, str]:
+    if stats is None:
+        return "—", "—"
+    spread = "" if math.isnan(stats.std) else f" ± {format_number(stats.std)}"
+    return f"{format_number(stats.mean)}{spread}", format_number(stats.median)
+
+
+def markdown_report(report: Report) -> str:
+    """The sweep's table of final returns per configuration, with notes and the jobs that did not complete."""
+    extra_tag = report.tag != RETURN_TAG
+    header = ["configuration", "seeds", "final return (mean ± std)", "median", "env steps"]
+    align = ["---", "---:", "---:", "---:", "---:"]
+    if extra_tag:
+        header.append(f"last {report.tag} (mean ± std)")
+        align.append("---:")
+    header.append("jobs")
+    align.append("---")
+    lines = [f"# pgrun report: {report.root}", ""]
+    if report.common:
+        lines += ["Common to every configuration: " + ", ".join(f"`{k}={v}`" for k, v in report.common), ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    notes: list[str] = []
+    for config in report.configurations:
+        finals = config.final_returns()
+        mean, median = _stats_text(return_stats([ret for _, _, ret in finals]))
+        seeds = f"{len(finals)}"
+        if config.seeds_without_return:
+            seeds += f" (+{config.seeds_without_return} without a finished episode)"
+        steps = _steps_text([run.env_steps for run in config.completed_runs if run.env_steps is not None])
+        row = [_cell(config.label), seeds, mean, median, steps]
+        if extra_tag:
+            lasts = [values[-1] for _, values in seed_curves(config, report.tag)]
+            row.append(_stats_text(return_stats(lasts))[0])
+        row.append(_cell(_jobs_cell(config, report.tag)))
+        lines.append("| " + " | ".join(row) + " |")
+        repeated = [seed for seed, count in Counter(seed for _, seed, _ in finals).items() if count > 1]
+        if repeated:
+            notes.append(f"`{config.label}` has seed(s) {', '.join(map(str, sorted(repeated)))} from more than one "
+                         f"job: each copy is counted")
+    lines += ["", (f"Final return: each seed's last logged `{RETURN_TAG}` (its summary.json), completed jobs only; "
+                   f"± is the sample standard deviation across seeds (n−1).")]
+    lines += [f"Note: {note}" for note in notes]
+    not_completed = [run for run in report.runs if not run.completed]
+    if not_completed:
+        lines += ["", "## Jobs that did not complete", ""]
+        for run in not_completed:
+            seeds = ",".join(map(str, run.seeds)) or "?"
+            lines.append(f"- `{run.name}` (seeds {seeds}): {_cell(_job_outcome(run, report.tag))}")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- command line
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as one line, like every other error of these commands."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(self.prog, f"{message} (see {self.prog} --help)")
+
+
+def fail(prog: str, message: str) -> NoReturn:
+    print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def argument_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The arguments every sweep-reading command takes: SWEEP_DIR, --tag, --group-by."""
+    parser = _Parser(prog=prog, description=description)
+    parser.add_argument("sweep_dir", type=Path, metavar="SWEEP_DIR",
+                        help="a sweep directory (outputs/multirun/<date>/<time>) or any directory above run dirs")
+    parser.add_argument("--tag", default=RETURN_TAG,
+                        help=f"scalar tag read from the event files (default: {RETURN_TAG})")
+    parser.add_argument("--group-by", nargs="+", action="extend", metavar="KEY",
+                        help="config keys that define a configuration (default: algo.name, env.id and every "
+                             "overridden key except seed, num_seeds, quiet and hydra.*)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``pgrun-report``."""
+    parser = argument_parser("pgrun-report", "Final returns of a sweep per configuration, across seeds; "
+                                             "printed and written to SWEEP_DIR/report.md.")
+    args = parser.parse_args(argv)
+    try:
+        text = build_report(args.sweep_dir, args.tag, args.group_by).markdown()
+    except ReportError as err:
+        fail(parser.prog, str(err))
+    print(text, end="", flush=True)
+    target = args.sweep_dir / REPORT_NAME
+    try:
+        target.write_text(text)
+    except OSError as err:
+        fail(parser.prog, f"cannot write {target} ({err.strerror or err})")
+
+
+if __name__ == "__main__":
+    main()
