@@ -116,6 +116,16 @@ class CheckpointConfig:
 
 
 @dataclass
+class SweepConfig:
+    """Sweeps inside one compiled program (beyond ``num_seeds``)."""
+
+    # hyperparameter -> values, e.g. {algo.lr: [1e-4, 3e-4, 1e-3]}: every combination
+    # (times num_seeds) is trained in one jax.vmap and logged as its own run.
+    # (Typed Any so a plain `sweep.vmap={...}` override may set it; checked in validate.)
+    vmap: Any = None
+
+
+@dataclass
 class RunConfig:
     """The top level of every run."""
 
@@ -129,6 +139,9 @@ class RunConfig:
     quiet: bool = False
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     compile_cache_dir: str = ""  # persistent XLA compilation cache; "" disables it
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    # CPU threads XLA may use in this job; 0: all cores, or cores / n_jobs under a parallel launcher
+    xla_cpu_threads: int = 0
 
 
 ALGO_SCHEMAS: dict[str, type] = {"reinforce": ReinforceConfig, "a2c": A2CConfig, "npg": NPGConfig,
@@ -189,6 +202,7 @@ def validate(cfg: Any) -> None:
     _check(cfg.num_envs >= 1, f"num_envs={cfg.num_envs} must be at least 1")
     _check(cfg.num_seeds >= 1, f"num_seeds={cfg.num_seeds} must be at least 1")
     _check(cfg.log_interval >= 1, f"log_interval={cfg.log_interval} must be at least 1")
+    _check(cfg.xla_cpu_threads >= 0, f"xla_cpu_threads={cfg.xla_cpu_threads} must be 0 (automatic) or positive")
     _check(cfg.checkpoint.every >= 1, f"checkpoint.every={cfg.checkpoint.every} must be at least 1")
     _check(a.lr > 0, f"algo.lr={a.lr} must be positive")
     _check(0.0 <= a.gamma <= 1.0, f"algo.gamma={a.gamma} must lie in [0, 1]")
