@@ -51,12 +51,12 @@ def restore_into(target: Any, raw: Any) -> Any:
 def load_run(run_dir: Path, name: str = FINAL):
     """``(cfg, setup, train_state)`` of a finished or interrupted run, for evaluation.
 
-    ``train_state`` is stacked over seeds. Raises ``FileNotFoundError`` when
+    ``train_state`` is stacked over members (seeds, and sweep points). Raises ``FileNotFoundError`` when
     the run directory has no such checkpoint or no saved config.
     """
     from omegaconf import OmegaConf
 
-    from pgrun.train import build, init_train_state, over_seeds
+    from pgrun.train import build, init_train_state, over_members
 
     config_path = run_dir / ".hydra" / "config.yaml"
     path = run_dir / DIRECTORY / name
@@ -66,6 +66,6 @@ def load_run(run_dir: Path, name: str = FINAL):
     cfg = OmegaConf.load(config_path)
     setup = build(cfg)
     seeds = np.asarray(setup.seeds, np.uint32)
-    template = jax.eval_shape(over_seeds(lambda s: init_train_state(setup, jax.random.PRNGKey(s)), len(seeds)),
-                              seeds)
+    init = over_members(lambda s, hp: init_train_state(setup, jax.random.PRNGKey(s), hp), len(seeds))
+    template = jax.eval_shape(init, seeds, setup.member_hparams())
     return cfg, setup, restore_into(template, read(path)["state"]["train"])

@@ -11,7 +11,8 @@ names the problem and the fix.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+import itertools
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -194,7 +195,14 @@ def _check(condition: bool, message: str) -> None:
 
 
 def validate(cfg: Any) -> None:
-    """Range and consistency checks that types cannot express."""
+    """Range and consistency checks that types cannot express, for the run and,
+    in a vectorised sweep, for every point of it."""
+    points = sweep_points(cfg)
+    for point in points:
+        _validate_one(with_overrides(cfg, point) if point else cfg)
+
+
+def _validate_one(cfg: Any) -> None:
     a, e = cfg.algo, cfg.env
     _check(a.name in ALGOS, f"unknown algorithm '{a.name}': choose one of {', '.join(ALGOS)}")
     _check(e.backend in BACKENDS, f"env.backend={e.backend} is not valid: use one of {', '.join(BACKENDS)}")
@@ -255,3 +263,68 @@ def iterations(cfg: Any) -> tuple[int, int]:
     block = min(cfg.log_interval, total_iters)
     return block, -(-total_iters // block)
 
+
+
+# ---------------------------------------------------------------- vectorised sweeps
+
+
+def sweepable_keys(algo_name: str) -> list[str]:
+    """``algo.<key>`` for every real-valued hyperparameter of the algorithm.
+
+    These enter the compiled program as traced inputs (see
+    :func:`algo_hparams`), so their values can differ across the vmapped
+    members of one program; integer and structural keys (rollout length,
+    epochs, layer sizes, the objective) shape the program and cannot.
+    """
+    return [f"algo.{f.name}" for f in fields(ALGO_SCHEMAS[algo_name]) if f.type in (float, "float")]
+
+
+def algo_hparams(algo: Any) -> dict[str, float]:
+    """The real-valued hyperparameters of one algorithm config, by bare key (``lr``, ``gamma``, ...)."""
+    return {key.split(".", 1)[1]: float(algo[key.split(".", 1)[1]]) for key in sweepable_keys(algo.name)}
+
+
+def sweep_points(cfg: Any) -> list[dict[str, float]]:
+    """Every combination of the ``sweep.vmap`` values, in the order given
+    (``[{}]`` without a sweep). Raises :class:`ConfigError` for a malformed sweep."""
+    from omegaconf import DictConfig, ListConfig
+
+    spec = cfg.sweep.vmap if "sweep" in cfg else None
+    if spec is None or (isinstance(spec, DictConfig) and len(spec) == 0):
+        return [{}]
+    example = "e.g. sweep.vmap='{algo.lr: [1e-4, 3e-4, 1e-3]}'"
+    _check(isinstance(spec, DictConfig), f"sweep.vmap={spec} is not a mapping of key to values: write it as {example}")
+    allowed = sweepable_keys(cfg.algo.name)
+    values: list[list[float]] = []
+    for key, listed in spec.items():
+        key = str(key)
+        _check(key in allowed, f"sweep.vmap cannot vary '{key}': {cfg.algo.name} can vectorise "
+                               f"{', '.join(allowed)}; sweep other keys with pgrun -m {key}=...")
+        _check(isinstance(listed, ListConfig) and len(listed) > 0,
+               f"sweep.vmap {key} needs a non-empty list of values, {example}")
+        numbers = []
+        for item in listed:
+            _check(isinstance(item, (int, float)) and not isinstance(item, bool),
+                   f"sweep.vmap {key} value {item!r} is not a number: {example}")
+            numbers.append(float(item))
+        _check(len(set(numbers)) == len(numbers), f"sweep.vmap {key} lists a value twice: list each value once")
+        values.append(numbers)
+    keys = [str(k) for k in spec]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
+
+
+def with_overrides(cfg: Any, point: dict[str, float]) -> Any:
+    """A copy of ``cfg`` with one sweep point's values set and no sweep left in it."""
+    from omegaconf import OmegaConf
+
+    single = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    for key, value in point.items():
+        OmegaConf.update(single, key, value)
+    if "sweep" in single:
+        single.sweep.vmap = None
+    return single
+
+
+def point_name(point: dict[str, float]) -> str:
+    """A sweep point as a directory and TensorBoard run name: ``algo.lr=0.0003,algo.gamma=0.99``."""
+    return ",".join(f"{key}={value:g}" for key, value in point.items())

@@ -89,7 +89,9 @@ def check_run(run_dir: Path, checkpoint: str, seed_index: int, backend: str | No
                else "the run saved no checkpoint; train it again")
         raise EvalError(f"{run_dir} has no {checkpoint} checkpoint ({path} is missing): {fix}")
     cfg = OmegaConf.load(config_path)
-    num_seeds = int(cfg.num_seeds)
+    from pgrun.config import sweep_points
+
+    num_seeds = int(cfg.num_seeds) * len(sweep_points(cfg))  # a vectorised sweep: every point's seeds, point-major
     if not 0 <= seed_index < num_seeds:
         raise EvalError(f"--seed-index {seed_index} is out of range: the run trained {num_seeds} seed(s), "
                         f"so pass 0..{num_seeds - 1}")
@@ -371,6 +373,7 @@ def evaluate(run_dir: Path, episodes: int = 10, backend: str | None = None, dete
         "lengths": result.lengths,
         "seed": seed,
         "trained_seed": int(setup.seeds[seed_index]),
+        **({"sweep_point": setup.members[seed_index].point} if setup.members[seed_index].point else {}),
     }
     if video:
         recorded = record_video(setup, params, obs_stats, env_id, run_dir, deterministic, seed)
@@ -422,7 +425,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="record one episode (via Gymnasium) to RUN_DIR/videos/ and TensorBoard in RUN_DIR/eval/")
     parser.add_argument("--seed", type=int, default=0, help="seed for resets and action sampling (default 0)")
     parser.add_argument("--seed-index", type=int, default=0,
-                        help="which of the run's seeds to evaluate (default 0, the first)")
+                        help="which of the run's seeds to evaluate (default 0, the first; in a vectorised "
+                             "sweep the members are numbered point by point, seeds within each point)")
     parser.add_argument("--checkpoint", choices=CHECKPOINTS, default="final",
                         help="checkpoints/<name>.msgpack to load (default final)")
     return parser.parse_args(argv)

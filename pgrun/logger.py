@@ -26,17 +26,33 @@ def seed_dirs(run_dir: Path, seeds: list[int]) -> list[Path]:
     return [run_dir] if len(seeds) == 1 else [run_dir / f"seed_{s}" for s in seeds]
 
 
-class BlockLogger:
-    """Per-seed TensorBoard writers plus the running record of episodic returns."""
+def point_dir(run_dir: Path, point: dict[str, float]) -> Path:
+    """Where one point of a vectorised sweep keeps its runs: a sub-folder named
+    by its values (the run dir itself outside a vectorised sweep)."""
+    from pgrun.config import point_name
 
-    def __init__(self, run_dir: Path, seeds: list[int], purge_step: int | None = None):
-        self.writers = [SummaryWriter(logdir=str(d), flush_secs=10, purge_step=purge_step)
-                        for d in seed_dirs(run_dir, seeds)]
-        self.last_return = [math.nan] * len(seeds)
-        self.last_length = [math.nan] * len(seeds)
+    return run_dir / point_name(point) if point else run_dir
+
+
+def member_dirs(run_dir: Path, points: list[dict[str, float]], seeds: list[int]) -> list[Path]:
+    """Event-file folder of every member (point-major, then seed): each point
+    folder is laid out like a plain run, so tools that read runs read points."""
+    return [d for point in points for d in seed_dirs(point_dir(run_dir, point), seeds)]
+
+
+class BlockLogger:
+    """Per-member TensorBoard writers plus the running record of episodic returns."""
+
+    def __init__(self, dirs: list[Path], purge_step: int | None = None):
+        self.writers = [SummaryWriter(logdir=str(d), flush_secs=10, purge_step=purge_step) for d in dirs]
+        self.last_return = [math.nan] * len(dirs)
+        self.last_length = [math.nan] * len(dirs)
+        self.stopped: set[int] = set()  # members whose training failed: no further points
 
     def log_block(self, metrics: dict[str, np.ndarray], env_steps: int, seconds: float, steps_in_block: int) -> None:
         for i, writer in enumerate(self.writers):
+            if i in self.stopped:
+                continue
             count = float(np.sum(metrics["episode_count"][i]))
             if count > 0:
                 self.last_return[i] = float(np.sum(metrics["episode_return_sum"][i]) / count)
@@ -50,17 +66,18 @@ class BlockLogger:
                     writer.add_scalar(tag, float(np.mean(values[i])), env_steps)
 
     def mean_return(self) -> float:
-        """Mean over seeds of the latest episodic return (NaN before any episode ended)."""
-        finite = [r for r in self.last_return if not math.isnan(r)]
+        """Mean over members of the latest episodic return (NaN before any episode ended)."""
+        finite = [r for i, r in enumerate(self.last_return) if not math.isnan(r) and i not in self.stopped]
         return float(np.mean(finite)) if finite else math.nan
 
-    def write_hparams(self, hparams: dict[str, Any], seeds: list[int]) -> None:
-        """Record each seed's hyperparameters with its final return for TensorBoard's
-        HParams dashboard (in the seed's own run, so the dashboard lists every run)."""
-        for writer, seed, final in zip(self.writers, seeds, self.last_return, strict=True):
-            if math.isnan(final):  # no episode ended: nothing to compare
+    def write_hparams(self, hparams: list[dict[str, Any]], seeds: list[int]) -> None:
+        """Record each member's hyperparameters with its final return for TensorBoard's
+        HParams dashboard (in the member's own run, so the dashboard lists every run)."""
+        for i, (writer, values, seed, final) in enumerate(zip(self.writers, hparams, seeds, self.last_return,
+                                                             strict=True)):
+            if math.isnan(final) or i in self.stopped:  # nothing to compare
                 continue
-            values = {**hparams, "seed": seed}
+            values = {**values, "seed": seed}
             metric = {"hparams/final_return": final}
             for summary in tensorboardX.summary.hparams(values, metric):
                 writer.file_writer.add_summary(summary)

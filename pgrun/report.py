@@ -149,15 +149,24 @@ def _natural_key(name: str) -> list[Any]:
 
 
 def find_run_dirs(root: Path) -> list[Path]:
-    """Every directory under ``root`` (``root`` included) holding ``.hydra/config.yaml``, in job order."""
+    """Every directory under ``root`` (``root`` included) holding ``.hydra/config.yaml``, in job order.
+
+    A vectorised sweep (``sweep.vmap``) is one job whose points are sub-folders
+    laid out like runs: the points are listed, not the job that holds them.
+    """
     found: list[Path] = []
     for dirpath, dirnames, _ in os.walk(root):
         here = Path(dirpath)
+        visible = sorted((d for d in dirnames if not d.startswith(".")), key=_natural_key)
         if (here / ".hydra" / "config.yaml").is_file():
+            points = [d for d in visible if (here / d / ".hydra" / "config.yaml").is_file()]
+            if points:
+                dirnames[:] = points
+                continue
             found.append(here)
             dirnames[:] = []  # a run's own sub-folders (seed_*, checkpoints) hold no further runs
             continue
-        dirnames[:] = sorted((d for d in dirnames if not d.startswith(".")), key=_natural_key)
+        dirnames[:] = visible
     return found
 
 

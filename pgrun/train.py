@@ -2,9 +2,15 @@
 
 One *iteration* is rollout + advantages + algorithm update. On the JAX path
 a *block* of ``log_interval`` iterations is a single ``lax.scan``, vmapped
-over seeds and compiled once ahead of time; Python only loops over blocks to
-log and checkpoint. On the Gymnasium path the environment steps on the host,
-while acting and the update are the same jitted functions, vmapped over seeds.
+over the run's *members* and compiled once ahead of time; Python only loops
+over blocks to log and checkpoint. On the Gymnasium path the environment steps
+on the host, while acting and the update are the same jitted functions,
+vmapped over members.
+
+A member is one independently trained policy: a seed (``num_seeds``) and, in a
+vectorised sweep (``sweep.vmap``), one point of the sweep. Members differ only
+in data -- their PRNG keys and their real-valued hyperparameters, which enter
+as traced inputs -- so one compiled program serves them all.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import numpy as np
 
 from pgrun.algos import make_algorithm
 from pgrun.algos.common import Algorithm, Batch, TrainState
-from pgrun.config import iterations
+from pgrun.config import algo_hparams, iterations, sweep_points
 from pgrun.envs import make_env
 from pgrun.envs.gym_bridge import GymVectorEnv
 from pgrun.envs.wrappers import EpisodeStats, accumulate_episodes
@@ -32,6 +38,14 @@ from pgrun.rollout import Normalizer, act, identity_normalizer, make_rollout, ru
 
 class TrainingError(RuntimeError):
     """Training could not go on (for example a non-finite loss): exit code 1."""
+
+
+@dataclass(frozen=True)
+class Member:
+    """One independently trained policy of a run."""
+
+    seed: int
+    point: dict[str, float]  # the sweep.vmap values it trains with ({} outside a vectorised sweep)
 
 
 @dataclass
@@ -46,31 +60,48 @@ class Setup:
     normalize: Normalizer
     block_len: int
     num_blocks: int
-    seeds: list[int]
+    points: list[dict[str, float]]  # sweep points, [{}] without a vectorised sweep
+    members: list[Member]  # every point times every seed, point-major
 
     @property
     def steps_per_iteration(self) -> int:
         return self.cfg.num_envs * self.cfg.algo.num_steps
 
+    @property
+    def seeds(self) -> list[int]:
+        """Each member's seed, in member order."""
+        return [m.seed for m in self.members]
+
+    def member_hparams(self) -> dict[str, np.ndarray]:
+        """Each real-valued hyperparameter stacked over members (float32 ``[members]``)."""
+        base = algo_hparams(self.cfg.algo)
+        rows = [{**base, **{k.split(".", 1)[1]: v for k, v in m.point.items()}} for m in self.members]
+        return {name: np.asarray([row[name] for row in rows], np.float32) for name in base}
+
 
 def build(cfg: Any) -> Setup:
     block_len, num_blocks = iterations(cfg)
-    seeds = [cfg.seed + i for i in range(cfg.num_seeds)]
-    env, backend = make_env(cfg.env.id, cfg.env.backend, cfg.num_envs * cfg.num_seeds)
+    points = sweep_points(cfg)
+    members = [Member(cfg.seed + i, point) for point in points for i in range(cfg.num_seeds)]
+    env, backend = make_env(cfg.env.id, cfg.env.backend, cfg.num_envs * len(members))
     hidden, activation = cfg.algo.hidden_sizes, cfg.algo.activation
     policy = make_policy(env.observation_space, env.action_space, hidden, activation)
     algorithm = make_algorithm(cfg.algo, policy, block_len * num_blocks)
     normalize = running_normalizer if cfg.env.normalize_obs else identity_normalizer
     return Setup(cfg, env, backend, policy, algorithm, normalize,
-                 block_len, num_blocks, seeds)
+                 block_len, num_blocks, points, members)
 
 
-def init_train_state(setup: Setup, key: jax.Array) -> TrainState:
+def init_train_state(setup: Setup, key: jax.Array, hparams: dict[str, jax.Array] | None = None) -> TrainState:
+    """A fresh learner; ``hparams`` defaults to the config's own values."""
+    if hparams is None:
+        hparams = algo_hparams(setup.cfg.algo)
+    hparams = {name: jnp.asarray(value, jnp.float32) for name, value in hparams.items()}
     params = setup.policy.init(key)
     return TrainState(params=params, opt_state=setup.algorithm.init_opt_state(params),
                       obs_stats=RunningMeanStd.create((setup.policy.obs_dim,)),
                       episodes=EpisodeStats.create(setup.cfg.num_envs), iteration=jnp.zeros((), jnp.int32),
-                      algo_state=setup.algorithm.init_algo_state())
+                      algo_state=setup.algorithm.init_algo_state(hparams), hparams=hparams)
 
 
 def make_learn(setup: Setup) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, dict]]:
@@ -97,14 +128,14 @@ def make_learn(setup: Setup) -> Callable[[TrainState, Batch, jax.Array], tuple[T
     return learn
 
 
-def over_seeds(fn: Callable, num_seeds: int) -> Callable:
-    """``jax.vmap(fn)`` over the leading seed axis.
+def over_members(fn: Callable, num_members: int) -> Callable:
+    """``jax.vmap(fn)`` over the leading member axis.
 
-    A single seed skips the vmap (squeezing and restoring the axis instead):
+    A single member skips the vmap (squeezing and restoring the axis instead):
     XLA then sees plain matrix products rather than batched ones of batch 1,
     which compiles faster and runs faster on CPU.
     """
-    if num_seeds > 1:
+    if num_members > 1:
         return jax.vmap(fn)
 
     def single(*args):
@@ -116,7 +147,7 @@ def over_seeds(fn: Callable, num_seeds: int) -> Callable:
 
 @flax.struct.dataclass
 class JaxRunner:
-    """What the JAX path carries from one block to the next (per seed)."""
+    """What the JAX path carries from one block to the next (per member)."""
 
     train: TrainState
     env_state: Any
@@ -142,11 +173,11 @@ class JaxLoop:
         def block(runner: JaxRunner):
             return jax.lax.scan(iteration, runner, None, length=setup.block_len)
 
-        self._block = jax.jit(over_seeds(block, len(setup.seeds)), donate_argnums=0)
+        self._block = jax.jit(over_members(block, len(setup.members)), donate_argnums=0)
         self._compiled = None
 
     def start(self) -> JaxRunner:
-        """Initialise every seed and compile the block, both at once.
+        """Initialise every member and compile the block, both at once.
 
         The block is compiled ahead of time from the runner's shapes in a
         worker thread (XLA releases the GIL) while the initial state is
@@ -154,18 +185,18 @@ class JaxLoop:
         """
         setup = self.setup
 
-        def init_one(seed):
+        def init_one(seed, hparams):
             key = jax.random.PRNGKey(seed)
             k_params, k_env, k_run = jax.random.split(key, 3)
             obs, env_state = jax.vmap(setup.env.reset)(jax.random.split(k_env, setup.cfg.num_envs))
-            return JaxRunner(init_train_state(setup, k_params), env_state, obs, k_run)
+            return JaxRunner(init_train_state(setup, k_params, hparams), env_state, obs, k_run)
 
-        init = jax.jit(over_seeds(init_one, len(setup.seeds)))
-        seeds = jnp.asarray(setup.seeds, jnp.uint32)
-        shapes = jax.eval_shape(init, seeds)
+        init = jax.jit(over_members(init_one, len(setup.members)))
+        seeds, hparams = jnp.asarray(setup.seeds, jnp.uint32), setup.member_hparams()
+        shapes = jax.eval_shape(init, seeds, hparams)
         with ThreadPoolExecutor(max_workers=1) as pool:
             compiling = pool.submit(lambda: self._block.lower(shapes).compile())
-            runner = jax.block_until_ready(init(seeds))
+            runner = jax.block_until_ready(init(seeds, hparams))
             self._compiled = compiling.result()
         return runner
 
@@ -190,7 +221,7 @@ class JaxLoop:
 @dataclass
 class GymRunner:
     train: TrainState
-    obs: np.ndarray  # [seeds, envs, obs_dim]
+    obs: np.ndarray  # [members, envs, obs_dim]
     key: jax.Array
 
 
@@ -211,18 +242,18 @@ class GymLoop:
             key, k_learn = jax.random.split(key)
             return (*make_learn(setup)(train, batch, k_learn), key)
 
-        # One dispatch per environment step, one per update; both vmapped over seeds.
+        # One dispatch per environment step, one per update; both vmapped over members.
         self._act = jax.jit(jax.vmap(act_and_advance))
         self._learn = jax.jit(jax.vmap(learn_and_advance))
 
     def start(self) -> GymRunner:
-        """Initialise every seed, reset the host environments, compile act and learn."""
+        """Initialise every member, reset the host environments, compile act and learn."""
         setup = self.setup
         keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(setup.seeds, jnp.uint32))
         k_params, k_run = jax.vmap(jax.random.split, out_axes=1)(keys)
-        train = jax.jit(jax.vmap(lambda k: init_train_state(setup, k)))(k_params)
+        train = jax.jit(jax.vmap(lambda k, hp: init_train_state(setup, k, hp)))(k_params, setup.member_hparams())
         obs = self.envs.reset(seed=setup.seeds[0] * 1_000_003)
-        runner = GymRunner(train, obs.reshape(len(setup.seeds), setup.cfg.num_envs, -1), k_run)
+        runner = GymRunner(train, obs.reshape(len(setup.members), setup.cfg.num_envs, -1), k_run)
         self._compile(runner)
         return runner
 
@@ -238,12 +269,12 @@ class GymLoop:
 
     @staticmethod
     def _stack(steps: list[Batch]) -> Batch:
-        """Time-major steps -> a per-seed batch ``[seeds, time, envs, ...]``."""
+        """Time-major steps -> a per-member batch ``[members, time, envs, ...]``."""
         return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs], axis=1), *steps)
 
     def run_block(self, runner: GymRunner) -> tuple[GymRunner, dict]:
-        setup, num_seeds = self.setup, len(self.setup.seeds)
-        per_seed = lambda x: x.reshape((num_seeds, setup.cfg.num_envs) + x.shape[1:])
+        setup, num_members = self.setup, len(self.setup.members)
+        per_seed = lambda x: x.reshape((num_members, setup.cfg.num_envs) + x.shape[1:])
         train, obs, key = runner.train, runner.obs, runner.key
         all_metrics = []
         for _ in range(setup.block_len):
@@ -280,17 +311,24 @@ def make_loop(setup: Setup) -> JaxLoop | GymLoop:
     return JaxLoop(setup) if setup.backend == "jax" else GymLoop(setup)
 
 
-def check_finite(metrics: dict, first_iteration: int) -> None:
-    """Raise :class:`TrainingError` naming the first iteration with a non-finite
-    loss, metric or parameter, and what went non-finite there."""
+def non_finite_members(metrics: dict, first_iteration: int) -> dict[int, tuple[int, str]]:
+    """Members whose loss, metric or parameters went non-finite in this block:
+    ``{member index: (iteration, what went non-finite there)}`` at the earliest
+    such iteration of each member."""
     bad = {}
     for name, values in metrics.items():
-        values = np.asarray(values)  # [seeds, iterations]
+        values = np.asarray(values)  # [members, iterations]
         bad[name] = values == 0 if name == "health/params_finite" else ~np.isfinite(values)
-    first = min((int(np.argwhere(mask)[:, 1].min()) for mask in bad.values() if mask.any()), default=None)
-    if first is None:
-        return
-    names = [("the parameters" if n == "health/params_finite" else n) for n, m in bad.items() if m[:, first].any()]
-    seed_index = int(np.argwhere(np.any([m[:, first] for m in bad.values()], axis=0))[0, 0])
-    raise TrainingError(f"{', '.join(names)} became non-finite at iteration {first_iteration + first + 1} "
-                        f"(seed index {seed_index}); lower algo.lr or algo.max_grad_norm")
+    found = {}
+    for member in range(next(iter(bad.values())).shape[0]):
+        hits = [np.flatnonzero(mask[member]) for mask in bad.values()]
+        if not any(h.size for h in hits):
+            continue
+        first = min(int(h[0]) for h in hits if h.size)
+        names = [("the parameters" if n == "health/params_finite" else n) for n, m in bad.items() if m[member, first]]
+        found[member] = (first_iteration + first + 1, ", ".join(names))
+    return found
+
+
+def non_finite_message(what: str, iteration: int, member: str) -> str:
+    return f"{what} became non-finite at iteration {iteration} ({member}); lower algo.lr or algo.max_grad_norm"

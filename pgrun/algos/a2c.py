@@ -11,26 +11,27 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-import optax
 
 from pgrun.algos.common import (Algorithm, Batch, TrainState, actor_critic_loss, explained_variance, flatten_time,
-                                gae_targets, learning_rate_of, make_optimizer, normalize)
+                                gae_targets, learning_rate_of, make_optimizer, normalize, optimizer_step)
 from pgrun.policies import Policy
 
 
 def make_a2c(cfg: Any, policy: Policy, num_iterations: int) -> Algorithm:
-    optimizer = make_optimizer(cfg.lr, cfg.max_grad_norm, num_iterations if cfg.anneal_lr else None)
+    optimizer = make_optimizer()
+    decay_steps = num_iterations if cfg.anneal_lr else None
 
     def update(state: TrainState, batch: Batch, key: jax.Array):
-        values, advantages, targets = gae_targets(policy, state.params["critic"], batch, cfg.gamma, cfg.gae_lambda)
+        hp = state.hparams
+        values, advantages, targets = gae_targets(policy, state.params["critic"], batch, hp["gamma"], hp["gae_lambda"])
         if cfg.norm_adv:
             advantages = normalize(advantages)
         obs, actions, advantages, targets = flatten_time((batch.obs, batch.actions, advantages, targets))
         grads, metrics = jax.grad(actor_critic_loss, argnums=1, has_aux=True)(
-            policy, state.params, obs, actions, advantages, targets, cfg.vf_coef, cfg.ent_coef)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+            policy, state.params, obs, actions, advantages, targets, hp["vf_coef"], hp["ent_coef"])
+        params, opt_state = optimizer_step(optimizer, grads, state.opt_state, state.params, hp, decay_steps)
         metrics["losses/explained_variance"] = explained_variance(values, targets.reshape(values.shape))
         metrics["charts/learning_rate"] = learning_rate_of(opt_state)
-        return state.replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state), metrics
+        return state.replace(params=params, opt_state=opt_state), metrics
 
     return Algorithm(optimizer.init, update)

@@ -42,14 +42,21 @@ class TrainState:
     episodes: EpisodeStats
     iteration: jax.Array
     algo_state: Any = flax.struct.field(default_factory=dict)  # e.g. PPO's adaptive KL beta
+    # The real-valued hyperparameters (``lr``, ``gamma``, ...) as traced scalars: members of
+    # a vectorised sweep carry different values through the same compiled program.
+    hparams: Any = flax.struct.field(default_factory=dict)
 
 
 class Algorithm(NamedTuple):
-    """How to initialise an algorithm's optimiser and own state, and its pure update."""
+    """How to initialise an algorithm's optimiser and own state, and its pure update.
+
+    The update reads its real-valued hyperparameters from ``state.hparams``,
+    never from the config, so they stay inputs of the compiled program.
+    """
 
     init_opt_state: Callable[[Any], Any]
     update: Callable[[TrainState, Batch, jax.Array], tuple[TrainState, dict[str, jax.Array]]]
-    init_algo_state: Callable[[], Any] = dict
+    init_algo_state: Callable[[dict[str, jax.Array]], Any] = lambda hparams: {}
 
 
 def explained_variance(predictions: jax.Array, targets: jax.Array) -> jax.Array:
@@ -68,17 +75,34 @@ def normalize(x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     return (x - mean) / (std + 1e-8)
 
 
-def make_optimizer(lr: float, max_grad_norm: float, decay_steps: int | None) -> optax.GradientTransformation:
-    """Adam after global-norm clipping; the learning rate is injected state so it
-    can be logged (and decays linearly to 0 over ``decay_steps`` updates if given)."""
-    schedule = optax.linear_schedule(lr, 0.0, decay_steps) if decay_steps else lr
-    return optax.chain(optax.clip_by_global_norm(max_grad_norm),
-                       optax.inject_hyperparams(optax.adam)(learning_rate=schedule, eps=1e-5))
+def _clipped_adam(learning_rate: float, max_grad_norm: float) -> optax.GradientTransformation:
+    return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(learning_rate, eps=1e-5))
+
+
+def make_optimizer() -> optax.GradientTransformation:
+    """Adam after global-norm clipping, with the learning rate and the clip norm as
+    injected state rather than constants: :func:`optimizer_step` sets them from the
+    traced hyperparameters before every step, so one compiled program serves any
+    of their values (and the learning rate can be logged)."""
+    return optax.inject_hyperparams(_clipped_adam)(learning_rate=0.0, max_grad_norm=1.0)
+
+
+def optimizer_step(optimizer: optax.GradientTransformation, grads: Any, opt_state: Any, params: Any,
+                   hparams: dict[str, jax.Array], decay_steps: int | None) -> tuple[Any, Any]:
+    """``(new params, new optimiser state)`` after one step at ``hparams['lr']``,
+    decayed linearly to 0 over ``decay_steps`` steps when given."""
+    lr = hparams["lr"]
+    if decay_steps:
+        lr = lr * jnp.maximum(1.0 - opt_state.count / decay_steps, 0.0)
+    injected = {**opt_state.hyperparams, "learning_rate": jnp.asarray(lr, jnp.float32),
+                "max_grad_norm": jnp.asarray(hparams["max_grad_norm"], jnp.float32)}
+    updates, opt_state = optimizer.update(grads, opt_state._replace(hyperparams=injected), params)
+    return optax.apply_updates(params, updates), opt_state
 
 
 def learning_rate_of(opt_state: Any) -> jax.Array:
     """The learning rate of the last step taken by a :func:`make_optimizer` optimiser."""
-    return jnp.asarray(opt_state[1].hyperparams["learning_rate"], jnp.float32)
+    return jnp.asarray(opt_state.hyperparams["learning_rate"], jnp.float32)
 
 
 def gae_targets(policy: Policy, critic_params: Any, batch: Batch, gamma: float, gae_lambda: float):

@@ -16,27 +16,26 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 from jax.flatten_util import ravel_pytree
 
 from pgrun.algos.common import (Algorithm, Batch, TrainState, explained_variance, flatten_time, gae_targets,
-                                learning_rate_of, make_optimizer, minibatch_epochs, normalize)
+                                learning_rate_of, make_optimizer, minibatch_epochs, normalize, optimizer_step)
 from pgrun.natural import backtracking_line_search, fisher_vector_product, natural_step
 from pgrun.policies import Policy
 
 
 class LineSearch(NamedTuple):
-    backtrack_coef: float
-    max_backtracks: int
+    max_backtracks: int  # the coefficient is a traced hyperparameter, hparams["backtrack_coef"]
 
 
 def make_natural_policy_gradient(cfg: Any, policy: Policy, num_iterations: int,
                                  line_search: LineSearch | None = None) -> Algorithm:
     """NPG (``line_search=None``) or TRPO; ``cfg`` is an NPGConfig or TRPOConfig."""
     critic_updates = num_iterations * cfg.vf_iters * cfg.vf_minibatches
-    critic_optimizer = make_optimizer(cfg.lr, cfg.max_grad_norm, critic_updates if cfg.anneal_lr else None)
+    critic_optimizer = make_optimizer()
+    decay_steps = critic_updates if cfg.anneal_lr else None
 
-    def policy_step(actor_params, obs, actions, old_log_probs, advantages):
+    def policy_step(hp, actor_params, obs, actions, old_log_probs, advantages):
         flat, unravel = ravel_pytree(actor_params)
         old_dist = jax.lax.stop_gradient(policy.dist(actor_params, obs))
 
@@ -48,15 +47,15 @@ def make_natural_policy_gradient(cfg: Any, policy: Policy, num_iterations: int,
             return jnp.mean(old_dist.kl(policy.dist(unravel(theta), obs)))
 
         grad = jax.grad(surrogate)(flat)
-        fvp = fisher_vector_product(mean_kl, flat, cfg.damping)
-        step = natural_step(grad, fvp, cfg.delta, cfg.cg_iters, cfg.cg_tol)
+        fvp = fisher_vector_product(mean_kl, flat, hp["damping"])
+        step = natural_step(grad, fvp, hp["delta"], cfg.cg_iters, hp["cg_tol"])
         if line_search is None:
             new_flat = flat + step.step
             kl, gain = mean_kl(new_flat), surrogate(new_flat) - surrogate(flat)
             accepted, backtracks = jnp.asarray(True), jnp.asarray(0, jnp.int32)
         else:
-            search = backtracking_line_search(surrogate, mean_kl, flat, step.step, cfg.delta,
-                                              line_search.backtrack_coef, line_search.max_backtracks)
+            search = backtracking_line_search(surrogate, mean_kl, flat, step.step, hp["delta"],
+                                              hp["backtrack_coef"], line_search.max_backtracks)
             new_flat, kl, gain = search.params, search.kl, search.surrogate_gain
             accepted, backtracks = search.accepted, search.backtracks
         metrics = {
@@ -71,25 +70,26 @@ def make_natural_policy_gradient(cfg: Any, policy: Policy, num_iterations: int,
         }
         return unravel(new_flat), metrics
 
-    def critic_step(carry, minibatch):
-        critic_params, opt_state = carry
-        obs, targets = minibatch
-
-        def value_loss(p):
-            return 0.5 * jnp.mean((policy.value(p, obs) - targets) ** 2)
-
-        loss, grads = jax.value_and_grad(value_loss)(critic_params)
-        updates, opt_state = critic_optimizer.update(grads, opt_state, critic_params)
-        return (optax.apply_updates(critic_params, updates), opt_state), {"losses/value_loss": loss}
-
     def update(state: TrainState, batch: Batch, key: jax.Array):
-        params = state.params
-        values, advantages, targets = gae_targets(policy, params["critic"], batch, cfg.gamma, cfg.gae_lambda)
+        params, hp = state.params, state.hparams
+
+        def critic_step(carry, minibatch):
+            critic_params, opt_state = carry
+            obs, targets = minibatch
+
+            def value_loss(p):
+                return 0.5 * jnp.mean((policy.value(p, obs) - targets) ** 2)
+
+            loss, grads = jax.value_and_grad(value_loss)(critic_params)
+            carry = optimizer_step(critic_optimizer, grads, opt_state, critic_params, hp, decay_steps)
+            return carry, {"losses/value_loss": loss}
+
+        values, advantages, targets = gae_targets(policy, params["critic"], batch, hp["gamma"], hp["gae_lambda"])
         if cfg.norm_adv:
             advantages = normalize(advantages)
         obs, actions, log_probs, advantages_flat, targets_flat = flatten_time(
             (batch.obs, batch.actions, batch.log_probs, advantages, targets))
-        actor, metrics = policy_step(params["actor"], obs, actions, log_probs, advantages_flat)
+        actor, metrics = policy_step(hp, params["actor"], obs, actions, log_probs, advantages_flat)
         (critic, opt_state), critic_metrics = minibatch_epochs(
             critic_step, (params["critic"], state.opt_state), (obs, targets_flat), key, cfg.vf_iters,
             cfg.vf_minibatches)

@@ -18,10 +18,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from pgrun.algos.common import (Algorithm, Batch, TrainState, explained_variance, flatten_time, gae_targets,
-                                learning_rate_of, make_optimizer, minibatch_epochs, normalize)
+                                learning_rate_of, make_optimizer, minibatch_epochs, normalize, optimizer_step)
 from pgrun.policies import Policy
 
 
@@ -44,10 +43,11 @@ def effective_sample_size(ratio: jax.Array) -> jax.Array:
 def make_ppo(cfg: Any, policy: Policy, num_iterations: int) -> Algorithm:
     """Build PPO's pure update for ``cfg`` (a PPOConfig) and ``num_iterations`` rollouts."""
     num_updates = num_iterations * cfg.update_epochs * cfg.num_minibatches
-    optimizer = make_optimizer(cfg.lr, cfg.max_grad_norm, num_updates if cfg.anneal_lr else None)
+    optimizer = make_optimizer()
+    decay_steps = num_updates if cfg.anneal_lr else None
     penalised = cfg.objective in ("kl_adaptive", "kl_fixed")
 
-    def loss_fn(params, beta, minibatch):
+    def loss_fn(params, hp, beta, minibatch):
         obs, actions, old_log_probs, old_dist, advantages, targets = minibatch
         dist = policy.dist(params["actor"], obs)
         log_ratio = dist.log_prob(actions) - old_log_probs
@@ -56,19 +56,19 @@ def make_ppo(cfg: Any, policy: Policy, num_iterations: int) -> Algorithm:
             advantages = normalize(advantages)
         kl = old_dist.kl(dist).mean()
         if cfg.objective == "clip":
-            surrogate = clipped_surrogate(ratio, advantages, cfg.clip_eps).mean()
+            surrogate = clipped_surrogate(ratio, advantages, hp["clip_eps"]).mean()
         else:
             surrogate = (ratio * advantages).mean()
         policy_loss = -surrogate + (beta * kl if penalised else 0.0)
         value_loss = 0.5 * jnp.mean((policy.value(params["critic"], obs) - targets) ** 2)
         entropy = dist.entropy().mean()
-        total = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy
+        total = policy_loss + hp["vf_coef"] * value_loss - hp["ent_coef"] * entropy
         metrics = {
             "losses/policy_loss": policy_loss,
             "losses/value_loss": value_loss,
             "losses/entropy": entropy,
             "losses/approx_kl": jnp.mean(ratio - 1.0 - log_ratio),  # unbiased, non-negative estimator
-            "losses/clip_fraction": jnp.mean((jnp.abs(ratio - 1.0) > cfg.clip_eps).astype(jnp.float32)),
+            "losses/clip_fraction": jnp.mean((jnp.abs(ratio - 1.0) > hp["clip_eps"]).astype(jnp.float32)),
             "losses/ess": effective_sample_size(ratio),
         }
         return total, metrics
@@ -76,17 +76,16 @@ def make_ppo(cfg: Any, policy: Policy, num_iterations: int) -> Algorithm:
     grad_fn = jax.grad(loss_fn, has_aux=True)
 
     def update(state: TrainState, batch: Batch, key: jax.Array):
-        params = state.params
+        params, hp = state.params, state.hparams
         beta = state.algo_state.get("kl_beta", jnp.asarray(0.0, jnp.float32))
-        values, advantages, targets = gae_targets(policy, params["critic"], batch, cfg.gamma, cfg.gae_lambda)
+        values, advantages, targets = gae_targets(policy, params["critic"], batch, hp["gamma"], hp["gae_lambda"])
         old_dist = jax.lax.stop_gradient(policy.dist(params["actor"], batch.obs))
         data = flatten_time((batch.obs, batch.actions, batch.log_probs, old_dist, advantages, targets))
 
         def minibatch_step(carry, minibatch):
             params, opt_state = carry
-            grads, metrics = grad_fn(params, beta, minibatch)
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), metrics
+            grads, metrics = grad_fn(params, hp, beta, minibatch)
+            return optimizer_step(optimizer, grads, opt_state, params, hp, decay_steps), metrics
 
         (params, opt_state), metrics = minibatch_epochs(
             minibatch_step, (params, state.opt_state), data, key, cfg.update_epochs, cfg.num_minibatches)
@@ -97,10 +96,10 @@ def make_ppo(cfg: Any, policy: Policy, num_iterations: int) -> Algorithm:
             metrics["losses/kl_beta"] = beta
             if cfg.objective == "kl_adaptive":
                 kl = old_dist.kl(policy.dist(params["actor"], batch.obs)).mean()
-                algo_state = {"kl_beta": adapt_kl_beta(beta, kl, cfg.kl_target)}
+                algo_state = {"kl_beta": adapt_kl_beta(beta, kl, hp["kl_target"])}
         return state.replace(params=params, opt_state=opt_state, algo_state=algo_state), metrics
 
-    def init_algo_state():
-        return {"kl_beta": jnp.asarray(cfg.kl_beta, jnp.float32)} if penalised else {}
+    def init_algo_state(hparams):
+        return {"kl_beta": jnp.asarray(hparams["kl_beta"], jnp.float32)} if penalised else {}
 
     return Algorithm(optimizer.init, update, init_algo_state)

@@ -23,11 +23,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from pgrun.advantages import discounted_returns
 from pgrun.algos.common import (Algorithm, Batch, TrainState, actor_critic_loss, explained_variance, flatten_time,
-                                learning_rate_of, make_optimizer, normalize)
+                                learning_rate_of, make_optimizer, normalize, optimizer_step)
 from pgrun.policies import Policy
 
 
@@ -50,11 +49,13 @@ def reward_to_go(policy: Policy, params: Any, batch: Batch, gamma: float, baseli
 
 
 def make_reinforce(cfg: Any, policy: Policy, num_iterations: int) -> Algorithm:
-    optimizer = make_optimizer(cfg.lr, cfg.max_grad_norm, num_iterations if cfg.anneal_lr else None)
+    optimizer = make_optimizer()
+    decay_steps = num_iterations if cfg.anneal_lr else None
     with_critic = cfg.baseline == "value"
 
     def update(state: TrainState, batch: Batch, key: jax.Array):
-        returns, values, mask = reward_to_go(policy, state.params, batch, cfg.gamma, cfg.baseline)
+        hp = state.hparams
+        returns, values, mask = reward_to_go(policy, state.params, batch, hp["gamma"], cfg.baseline)
         advantages = returns - values
         if cfg.norm_adv:
             advantages = normalize(advantages, mask)
@@ -62,12 +63,12 @@ def make_reinforce(cfg: Any, policy: Policy, num_iterations: int) -> Algorithm:
             (batch.obs, batch.actions, advantages, returns, mask))
         grads, metrics = jax.grad(actor_critic_loss, argnums=1, has_aux=True)(
             policy, state.params, obs, actions, advantages, returns_flat if with_critic else None,
-            cfg.vf_coef, cfg.ent_coef, mask_flat)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+            hp["vf_coef"], hp["ent_coef"], mask_flat)
+        params, opt_state = optimizer_step(optimizer, grads, state.opt_state, state.params, hp, decay_steps)
         if with_critic:
             metrics["losses/explained_variance"] = explained_variance(values, returns)
         metrics["charts/learning_rate"] = learning_rate_of(opt_state)
         metrics["losses/used_fraction"] = mask.mean()
-        return state.replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state), metrics
+        return state.replace(params=params, opt_state=opt_state), metrics
 
     return Algorithm(optimizer.init, update)

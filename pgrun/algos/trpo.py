@@ -17,4 +17,4 @@ from pgrun.policies import Policy
 
 def make_trpo(cfg: Any, policy: Policy, num_iterations: int) -> Algorithm:
     return make_natural_policy_gradient(cfg, policy, num_iterations,
-                                        LineSearch(cfg.backtrack_coef, cfg.max_backtracks))
+                                        LineSearch(cfg.max_backtracks))
