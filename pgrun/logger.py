@@ -54,6 +54,7 @@ class BlockLogger:
             if i in self.stopped:
                 continue
             count = float(np.sum(metrics["episode_count"][i]))
+            writer.add_scalar("charts/episodes", count, env_steps)  # how many episodes the point above averages
             if count > 0:
                 self.last_return[i] = float(np.sum(metrics["episode_return_sum"][i]) / count)
                 self.last_length[i] = float(np.sum(metrics["episode_length_sum"][i]) / count)
