@@ -80,7 +80,12 @@ class BlockLogger:
                 continue
             values = {**values, "seed": seed}
             metric = {"hparams/final_return": final}
-            for summary in tensorboardX.summary.hparams(values, metric):
+            # Only the session's start and end: each run's own experiment summary would make
+            # TensorBoard take every run's columns from whichever run it read first, so
+            # runs with other keys (PPO beside TRPO) would lose theirs. Without it the
+            # dashboard unites the keys of all runs.
+            _experiment, session_start, session_end = tensorboardX.summary.hparams(values, metric)
+            for summary in (session_start, session_end):
                 writer.file_writer.add_summary(summary)
             writer.add_scalar("hparams/final_return", final)
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import jax
 
+from pgrun.parallel import effective_threads
+
 PACKAGES = ("pgrun", "jax", "jaxlib", "flax", "optax", "gymnasium", "hydra-core", "omegaconf", "numpy",
             "tensorboardX", "mujoco")
 
@@ -51,5 +53,6 @@ def collect() -> dict[str, Any]:
         "packages": package_versions(),
         "jax_backend": jax.default_backend(),
         "jax_devices": [str(d) for d in jax.devices()],
+        "xla_cpu_threads": effective_threads(),
         "git": git_commit(),
     }

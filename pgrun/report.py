@@ -38,7 +38,7 @@ RETURN_TAG = "charts/episodic_return"
 # Always part of the default configuration key: they name the problem being solved.
 DEFAULT_KEYS = ("algo.name", "env.id")
 # Overrides that do not change what is trained (or are the seed itself).
-IGNORED_OVERRIDES = frozenset({"seed", "num_seeds", "quiet", "resume"})
+IGNORED_OVERRIDES = frozenset({"seed", "num_seeds", "quiet", "resume", "xla_cpu_threads", "compile_cache_dir"})
 # Config-group overrides (``algo=ppo``) are already covered by DEFAULT_KEYS.
 GROUP_OVERRIDES = frozenset({"algo", "env"})
 REPORT_NAME = "report.md"
