@@ -2,7 +2,10 @@
 
 Each (algorithm, environment) pair trains ``--seeds`` seeds in one program
 (``num_seeds``) and is scored by the median over seeds of the final mean
-episodic return. The markdown table goes to stdout and, with ``--write``,
+episodic return. Beside it stands what published baselines report for the
+same algorithm and environment (``PUBLISHED``, with the source and that
+source's own step budget), so a reader can tell whether a default is in the
+usual range. The markdown table goes to stdout and, with ``--write``,
 replaces the learning section of ``docs/benchmarks.md``.
 
     python scripts/benchmark_learning.py --write
@@ -36,6 +39,52 @@ TARGETS = {
     ("ppo", "Acrobot-v1"): -100, ("trpo", "Acrobot-v1"): -100,
     ("ppo", "Pendulum-v1"): -250, ("trpo", "Pendulum-v1"): -250,
 }
+# Published final returns: (algo, env) -> [(source key, mean, std, training steps)]. Only numbers read in
+# the sources below; a pair neither source reports is "n/a".
+PUBLISHED: dict[tuple[str, str], list[tuple[str, float, float, str]]] = {
+    ("a2c", "CartPole-v1"): [("zoo", 500.0, 0.0, "500k")],
+    ("trpo", "CartPole-v1"): [("zoo", 500.0, 0.0, "100k")],
+    ("ppo", "CartPole-v1"): [("zoo", 500.0, 0.0, "100k"), ("cleanrl", 490.04, 6.12, "500k")],
+    ("a2c", "Acrobot-v1"): [("zoo", -83.353, 17.213, "500k")],
+    ("trpo", "Acrobot-v1"): [("zoo", -83.114, 18.648, "100k")],
+    ("ppo", "Acrobot-v1"): [("zoo", -73.506, 18.201, "1M"), ("cleanrl", -86.36, 1.32, "500k")],
+    ("a2c", "Pendulum-v1"): [("zoo", -162.965, 103.210, "1M")],
+    ("trpo", "Pendulum-v1"): [("zoo", -174.631, 127.577, "100k")],
+    ("ppo", "Pendulum-v1"): [("zoo", -172.225, 104.159, "100k")],
+    ("a2c", "MountainCarContinuous-v0"): [("zoo", 91.166, 0.255, "100k")],
+    ("trpo", "MountainCarContinuous-v0"): [("zoo", 92.489, 0.355, "50k")],
+    ("ppo", "MountainCarContinuous-v0"): [("zoo", 88.343, 2.572, "20k")],
+}
+SOURCES = {
+    "zoo": ("rl-baselines3-zoo's benchmark table: Stable-Baselines3 with the zoo's tuned hyperparameters, one "
+            "trained agent per row, deterministic policy, ± over the episodes of about 150k evaluation steps",
+            "https://github.com/DLR-RM/rl-baselines3-zoo/blob/0088472b8cb622732bdbc4aa3d0d0abde86c67ed/benchmark.md"),
+    "cleanrl": ("CleanRL's `ppo.py` results (average episodic return over training; 3 seeds, default "
+                "500k steps, 4 envs x 128 steps)", "https://docs.cleanrl.dev/rl-algorithms/ppo/#experiment-results"),
+}
+NOT_FOUND_NOTE = ("n/a: no published number found. Searched: the zoo's table (no REINFORCE or NPG agents), "
+                  "CleanRL's PPO page (classic-control results for CartPole-v1, Acrobot-v1 and MountainCar-v0 "
+                  "only) and CleanRL's other algorithm pages (no REINFORCE, A2C, NPG or TRPO). CleanRL's only "
+                  "Pendulum-v1 figure found is `ppo_continuous_action.py` at 8M steps with MuJoCo settings "
+                  "(-1141.98 ± 135.55 over 10 seeds, <https://docs.cleanrl.dev/rl-algorithms/rpo/>), a different "
+                  "budget and setup, so it is not in the column.")
+
+
+def published(algo: str, env: str) -> str:
+    """The published returns for a pair as one table cell, each with its source and training budget."""
+    entries = PUBLISHED.get((algo, env))
+    if not entries:
+        return "n/a"
+    return "; ".join(f"{mean:.1f} ± {std:.1f} ({source}, {steps})" for source, mean, std, steps in entries)
+
+
+def sources_note() -> str:
+    lines = ["Published column: mean ± std (source, that source's training steps per run); the sources' budgets "
+             "and evaluation differ from this table's, so read it as the usual range, not a matched comparison."]
+    lines += [f"- `{key}`: {text}; <{url}>" for key, (text, url) in SOURCES.items()]
+    return "\n".join(lines + [f"- {NOT_FOUND_NOTE}"])
+
+
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 START, END = "<!-- learning-benchmark:start -->", "<!-- learning-benchmark:end -->"
 
@@ -77,14 +126,16 @@ def table(results: list[Result], seeds: int) -> str:
         f"{jax.device_count()} x {jax.devices()[0].device_kind}, jax {jax.__version__}; "
         f"{seeds} seeds per row (`num_seeds={seeds}`, one compiled program).",
         "",
-        "| env | algo | median final return | mean ± std | target | verdict | env steps/seed | wall s | command |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| env | algo | median final return | mean ± std | published | target | verdict | env steps/seed | wall s "
+        "| command |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         target = "—" if r.target is None else f">= {r.target}"
-        lines.append(f"| {r.env} | {r.algo} | {r.median:.1f} | {r.mean:.1f} ± {r.std:.1f} | {target} | "
-                     f"{r.verdict} | {r.env_steps:,} | {r.wall_seconds:.0f} | `{r.command}` |")
-    return "\n".join(lines)
+        lines.append(f"| {r.env} | {r.algo} | {r.median:.1f} | {r.mean:.1f} ± {r.std:.1f} | "
+                     f"{published(r.algo, r.env)} | {target} | {r.verdict} | {r.env_steps:,} | "
+                     f"{r.wall_seconds:.0f} | `{r.command}` |")
+    return "\n".join(lines + ["", sources_note()])
 
 
 def write_section(text: str) -> None:
