@@ -80,12 +80,12 @@ class BlockLogger:
                 continue
             values = {**values, "seed": seed}
             metric = {"hparams/final_return": final}
-            # Only the session's start and end: each run's own experiment summary would make
-            # TensorBoard take every run's columns from whichever run it read first, so
-            # runs with other keys (PPO beside TRPO) would lose theirs. Without it the
-            # dashboard unites the keys of all runs.
-            _experiment, session_start, session_end = tensorboardX.summary.hparams(values, metric)
-            for summary in (session_start, session_end):
+            # TensorBoard takes the dashboard's columns from the first experiment summary
+            # it reads, so every run declares the same columns -- every key any run can
+            # have -- and runs with other keys (PPO beside TRPO) keep theirs.
+            experiment, _, _ = tensorboardX.summary.hparams(hparam_columns(), metric)
+            _, session_start, session_end = tensorboardX.summary.hparams(values, metric)
+            for summary in (experiment, session_start, session_end):
                 writer.file_writer.add_summary(summary)
             writer.add_scalar("hparams/final_return", final)
 
@@ -96,6 +96,22 @@ class BlockLogger:
     def close(self) -> None:
         for writer in self.writers:
             writer.close()
+
+
+def hparam_columns() -> dict[str, bool | float | str]:
+    """Every key :func:`flat_hparams` can give any run (all algorithms, the env,
+    the seed), each with a placeholder of its type: the HParams dashboard's columns."""
+    from dataclasses import fields
+
+    from pgrun.config import ALGO_SCHEMAS, EnvConfig
+
+    placeholder = {"float": 0.0, "int": 0, "bool": False}
+    columns: dict[str, bool | float | str] = {}
+    for prefix, schema in [("algo", s) for s in ALGO_SCHEMAS.values()] + [("env", EnvConfig)]:
+        for f in fields(schema):
+            columns[f"{prefix}.{f.name}"] = placeholder.get(getattr(f.type, "__name__", str(f.type)), "")
+    columns.update(total_timesteps=0, num_envs=0, seed=0)
+    return columns
 
 
 class Progress:
