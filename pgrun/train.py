@@ -177,11 +177,12 @@ class JaxLoop:
         self._compiled = None
 
     def start(self) -> JaxRunner:
-        """Initialise every member and compile the block, both at once.
+        """Compile the initialisation and the block, both at once, then initialise every member.
 
-        The block is compiled ahead of time from the runner's shapes in a
-        worker thread (XLA releases the GIL) while the initial state is
-        computed, so the two compilations overlap.
+        Both programs are compiled ahead of time, the initialisation in a
+        worker thread (XLA releases the GIL), so the two compilations
+        overlap; nothing executes until both are done, so no computation
+        runs while XLA compiles.
         """
         setup = self.setup
 
@@ -195,10 +196,10 @@ class JaxLoop:
         seeds, hparams = jnp.asarray(setup.seeds, jnp.uint32), setup.member_hparams()
         shapes = jax.eval_shape(init, seeds, hparams)
         with ThreadPoolExecutor(max_workers=1) as pool:
-            compiling = pool.submit(lambda: self._block.lower(shapes).compile())
-            runner = jax.block_until_ready(init(seeds, hparams))
-            self._compiled = compiling.result()
-        return runner
+            compiling_init = pool.submit(lambda: init.lower(seeds, hparams).compile())
+            self._compiled = self._block.lower(shapes).compile()
+            compiled_init = compiling_init.result()
+        return jax.block_until_ready(compiled_init(seeds, hparams))
 
     def run_block(self, runner: JaxRunner) -> tuple[JaxRunner, dict]:
         runner, metrics = self._compiled(runner)

@@ -8,13 +8,11 @@ beta must follow the rule applied to the KL recomputed from the parameters.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 
 from conftest import compose_config
 from pgrun.algos.ppo import adapt_kl_beta, clipped_surrogate, effective_sample_size, make_ppo
@@ -178,13 +176,14 @@ def test_kl_adaptive_update_stores_the_beta_the_rule_gives():
     flat_obs = batch.obs.reshape(-1, batch.obs.shape[-1])
 
     # make_ppo (what make_algorithm builds for algo=ppo) from this config and the run's
-    # iteration count, with kl_target made an argument so one compilation serves every target.
-    fields = dict(OmegaConf.to_container(cfg, resolve=True))
+    # iteration count; kl_target is a traced hyperparameter of the state, so one
+    # compilation serves every target.
+    update = make_ppo(cfg, setup.policy, 10).update
 
     @jax.jit
     def update_with_target(target):
-        algo_cfg = SimpleNamespace(**{**fields, "kl_target": target})
-        return make_ppo(algo_cfg, setup.policy, 10).update(state, batch, jax.random.PRNGKey(3))[0]
+        with_target = state.replace(hparams={**state.hparams, "kl_target": target})
+        return update(with_target, batch, jax.random.PRNGKey(3))[0]
 
     def measured_kl(new_state):
         return mean_categorical_kl(setup.policy.dist(state.params["actor"], flat_obs).logits,
