@@ -138,8 +138,10 @@ def _run_job(cfg: Any, run_dir: Path, resume: bool = False, launcher: Any = None
 
 
 def _write_invalid_summary(run_dir: Path, error: str) -> None:
+    from pgrun.logger import write_json_atomic
+
     if run_dir.is_dir():
-        (run_dir / "summary.json").write_text(json.dumps({"status": "invalid", "error": error}, indent=2) + "\n")
+        write_json_atomic(run_dir / "summary.json", {"status": "invalid", "error": error})
 
 
 def _objective(result: JobResult) -> float:

@@ -276,12 +276,16 @@ def sweepable_keys(algo_name: str) -> list[str]:
     members of one program; integer and structural keys (rollout length,
     epochs, layer sizes, the objective) shape the program and cannot.
     """
-    return [f"algo.{f.name}" for f in fields(ALGO_SCHEMAS[algo_name]) if f.type in (float, "float")]
+    return [f"algo.{name}" for name in _real_valued(algo_name)]
+
+
+def _real_valued(algo_name: str) -> list[str]:
+    return [f.name for f in fields(ALGO_SCHEMAS[algo_name]) if f.type in (float, "float")]
 
 
 def algo_hparams(algo: Any) -> dict[str, float]:
     """The real-valued hyperparameters of one algorithm config, by bare key (``lr``, ``gamma``, ...)."""
-    return {key.split(".", 1)[1]: float(algo[key.split(".", 1)[1]]) for key in sweepable_keys(algo.name)}
+    return {name: float(algo[name]) for name in _real_valued(algo.name)}
 
 
 def sweep_points(cfg: Any) -> list[dict[str, float]]:

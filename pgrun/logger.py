@@ -12,6 +12,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Container
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ class BlockLogger:
         self.writers = [SummaryWriter(logdir=str(d), flush_secs=10, purge_step=purge_step) for d in dirs]
         self.last_return = [math.nan] * len(dirs)
         self.last_length = [math.nan] * len(dirs)
-        self.stopped: set[int] = set()  # members whose training failed: no further points
+        self.stopped: Container[int] = ()  # members whose training failed: no further points
 
     def log_block(self, metrics: dict[str, np.ndarray], env_steps: int, seconds: float, steps_in_block: int) -> None:
         for i, writer in enumerate(self.writers):

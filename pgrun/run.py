@@ -72,8 +72,6 @@ def write_point_configs(cfg: Any, run_dir: Path, setup: Setup) -> None:
     overrides name them, so reports and plots treat points like any other run."""
     from omegaconf import OmegaConf
 
-    from pgrun.config import with_overrides
-
     overrides_path = run_dir / ".hydra" / "overrides.yaml"
     base = [str(o) for o in OmegaConf.load(overrides_path)] if overrides_path.exists() else []
     base = [o for o in base if not o.lstrip("+~").startswith("sweep.vmap")]
@@ -86,7 +84,7 @@ def write_point_configs(cfg: Any, run_dir: Path, setup: Setup) -> None:
 
 def member_label(member: Member) -> str:
     """``seed 3``, or ``algo.lr=0.001, seed 3`` in a vectorised sweep."""
-    return ", ".join([f"{k}={v:g}" for k, v in member.point.items()] + [f"seed {member.seed}"])
+    return f"{point_name(member.point)}, seed {member.seed}" if member.point else f"seed {member.seed}"
 
 
 def run_training(cfg: Any, run_dir: Path, resume: bool = False) -> dict[str, Any]:
@@ -137,7 +135,7 @@ def run_training(cfg: Any, run_dir: Path, resume: bool = False) -> dict[str, Any
     logger = BlockLogger(member_dirs(run_dir, setup.points, seeds),
                          purge_step=blocks_done * steps_per_block + 1 if resume else None)
     logger.last_return, logger.last_length = last_return, last_length
-    logger.stopped = set(failures)
+    logger.stopped = failures  # the logger skips failed members from here on
     blocks_per_checkpoint = max(1, cfg.checkpoint.every // setup.block_len)
 
     def wall_seconds() -> float:
@@ -180,7 +178,6 @@ def run_training(cfg: Any, run_dir: Path, resume: bool = False) -> dict[str, Any
 
         summary = summary_of(list(range(len(members))), status, **extra)
         if vectorised:
-            summary["sps"] = env_steps * len(members) / seconds
             summary["points"] = []
             for point in setup.points:
                 indices = [i for i, m in enumerate(members) if m.point == point]
@@ -189,9 +186,8 @@ def run_training(cfg: Any, run_dir: Path, resume: bool = False) -> dict[str, Any
                 point_extra = {"sweep_point": point, "shared_run": str(run_dir)}
                 if failed:
                     point_extra["error"] = "; ".join(failed)
+                # wall time is the shared run's; sps is this point's share of its throughput
                 point_summary = summary_of(indices, point_status, **point_extra)
-                # the run's wall time and throughput are shared by all points; this is their share
-                point_summary["sps"] = summary["sps"] * len(indices) / len(members)
                 write_json_atomic(point_dir(run_dir, point) / "summary.json", point_summary)
                 summary["points"].append({"point": point, "dir": point_dir(run_dir, point).name,
                                           "status": point_status,
@@ -219,7 +215,6 @@ def run_training(cfg: Any, run_dir: Path, resume: bool = False) -> dict[str, Any
                     raise TrainingError(non_finite_message(what, iteration, member_label(members[i])))
                 for i, (iteration, what) in diverged.items():
                     failures[i] = non_finite_message(what, iteration, member_label(members[i]))
-                    logger.stopped.add(i)
                     if not cfg.quiet:
                         print(f"[{label}] {failures[i]}; the other members train on", flush=True)
                 blocks_done += 1

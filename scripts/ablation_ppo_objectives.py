@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from ablation_scoring import average_over_envs, last_episodes_mean, normalised_scores, spearman, spearman_p_value
+from docs_section import write_block
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -450,17 +451,10 @@ def load_average() -> str:
 
 def write_section(suite: str, text: str) -> None:
     """Replace this suite's block of the ablation section, adding the section if it is new."""
-    start, end = f"<!-- ablation:{suite}:start -->", f"<!-- ablation:{suite}:end -->"
-    doc = DOC.read_text()
-    block = f"{start}\n{text}\n{end}"
-    if start in doc:
-        doc = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, doc, flags=re.S)
-    else:
-        heading = f"### {'JAX ports' if suite == 'jax' else 'MuJoCo tasks'} (`--suite {suite}`)"
-        if SECTION_TITLE not in doc:
-            doc = doc.rstrip() + f"\n\n{SECTION_TITLE}\n"
-        doc = doc.rstrip() + f"\n\n{heading}\n\n{block}\n"
-    DOC.write_text(doc)
+    heading = f"### {'JAX ports' if suite == 'jax' else 'MuJoCo tasks'} (`--suite {suite}`)"
+    if SECTION_TITLE not in DOC.read_text():
+        heading = f"{SECTION_TITLE}\n\n{heading}"
+    write_block(f"ablation:{suite}", text, heading, DOC)
 
 
 # ---------------------------------------------------------------- main

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import platform
-import re
 import statistics
 import tempfile
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from pathlib import Path
 import jax
 from hydra import compose, initialize_config_dir
 
+from docs_section import write_block
 from pgrun.config import ALGOS, register_configs
 from pgrun.paths import conf_dir
 from pgrun.run import run_training
@@ -86,7 +86,6 @@ def sources_note() -> str:
 
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-START, END = "<!-- learning-benchmark:start -->", "<!-- learning-benchmark:end -->"
 
 
 @dataclass
@@ -138,16 +137,6 @@ def table(results: list[Result], seeds: int) -> str:
     return "\n".join(lines + ["", sources_note()])
 
 
-def write_section(text: str) -> None:
-    doc = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    section = f"{START}\n{text}\n{END}"
-    if START in doc:
-        doc = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: section, doc, flags=re.S)
-    else:
-        doc = doc.rstrip() + "\n\n## Learning: default configs on the classic-control ports\n\n" + section + "\n"
-    DOC.write_text(doc)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--algos", nargs="+", default=list(ALGOS), choices=ALGOS)
@@ -166,7 +155,7 @@ def main() -> None:
     text = table(results, args.seeds)
     print(text)
     if args.write:
-        write_section(text)
+        write_block("learning-benchmark", text, "## Learning: default configs on the classic-control ports")
 
 
 if __name__ == "__main__":

@@ -41,7 +41,6 @@ import importlib.metadata
 import importlib.util
 import json
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -55,6 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 from hydra import compose, initialize_config_dir
 
+from docs_section import write_block
 from pgrun.config import iterations, register_configs
 from pgrun.envs.classic import make_jax_env
 from pgrun.envs.core import Discrete
@@ -63,7 +63,6 @@ from pgrun.paths import conf_dir
 from pgrun.run import run_training
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-START, END = "<!-- speed-benchmark:start -->", "<!-- speed-benchmark:end -->"
 INSTALL_HINT = "install the bench extra (a CPU torch first): pip install -e '.[bench]'"
 
 # The shared settings, in pgrun's override syntax; the other libraries get the same values below.
@@ -370,16 +369,6 @@ def table(rows: list[Row], baselines: dict[str, Row]) -> list[str]:
     return lines
 
 
-def write_section(text: str) -> None:
-    doc = DOC.read_text()
-    section = f"{START}\n{text}\n{END}"
-    if START in doc:
-        doc = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: section, doc, flags=re.S)
-    else:
-        doc = doc.rstrip() + "\n\n## Against other libraries\n\n" + section + "\n"
-    DOC.write_text(doc)
-
-
 def library_versions() -> str:
     found = []
     for dist in ("jax", "torch", "stable-baselines3", "sb3-contrib", "rejax", "gymnax"):
@@ -469,7 +458,7 @@ def main() -> int:
         print("nothing ran", file=sys.stderr)
         return 1
     if args.write:
-        write_section(text)
+        write_block("speed-benchmark", text, "## Against other libraries")
     return 0
 
 

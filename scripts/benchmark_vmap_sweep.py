@@ -26,9 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from docs_section import write_block
+
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
-START, END = "<!-- vmap-sweep-benchmark:start -->", "<!-- vmap-sweep-benchmark:end -->"
 
 
 def pgrun(args: list[str], cwd: Path) -> tuple[float, dict]:
@@ -87,13 +88,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write:
-        doc = DOC.read_text()
-        block = f"{START}\n{text}{END}"
-        if START in doc:
-            doc = doc[:doc.index(START)] + block + doc[doc.index(END) + len(END):]
-        else:
-            doc = doc.rstrip("\n") + "\n\n## Vectorised sweep against separate processes\n\n" + block + "\n"
-        DOC.write_text(doc)
+        write_block("vmap-sweep-benchmark", text, "## Vectorised sweep against separate processes")
 
 
 if __name__ == "__main__":

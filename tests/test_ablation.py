@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+sys.path.insert(0, str(SCRIPTS))  # the scripts import their sibling modules, as when run directly
 
 
 def _load(name: str):
