@@ -15,7 +15,6 @@ as traced inputs -- so one compiled program serves them all.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -177,12 +176,11 @@ class JaxLoop:
         self._compiled = None
 
     def start(self) -> JaxRunner:
-        """Compile the initialisation and the block, both at once, then initialise every member.
+        """Initialise every member and compile the block ahead of time.
 
-        Both programs are compiled ahead of time, the initialisation in a
-        worker thread (XLA releases the GIL), so the two compilations
-        overlap; nothing executes until both are done, so no computation
-        runs while XLA compiles.
+        Everything happens on the calling thread: compiling in a worker
+        thread beside it saved about a second on two cores, but long-lived
+        processes that did so were seen to wait forever on the initial state.
         """
         setup = self.setup
 
@@ -195,11 +193,9 @@ class JaxLoop:
         init = jax.jit(over_members(init_one, len(setup.members)))
         seeds, hparams = jnp.asarray(setup.seeds, jnp.uint32), setup.member_hparams()
         shapes = jax.eval_shape(init, seeds, hparams)
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            compiling_init = pool.submit(lambda: init.lower(seeds, hparams).compile())
-            self._compiled = self._block.lower(shapes).compile()
-            compiled_init = compiling_init.result()
-        return jax.block_until_ready(compiled_init(seeds, hparams))
+        runner = jax.block_until_ready(init(seeds, hparams))
+        self._compiled = self._block.lower(shapes).compile()
+        return runner
 
     def run_block(self, runner: JaxRunner) -> tuple[JaxRunner, dict]:
         runner, metrics = self._compiled(runner)
