@@ -7,9 +7,6 @@ nor ``OMP_NUM_THREADS`` changes that pool, and pinning the process with
 ``sched_setaffinity`` would also confine the host-side work, so the knob sets
 ``PJRT_NPROC`` before the backend starts.
 
-It also keeps each XLA operation on one thread (``--xla_cpu_multi_thread_eigen=false``
-in ``XLA_FLAGS``): see :func:`keep_operations_single_threaded`.
-
 ``xla_cpu_threads=0`` (automatic) leaves XLA's default of all cores for a
 single process, and shares the cores out among jobs when a launcher runs
 several at once: joblib's ``n_jobs`` workers, submitit's ``cpus_per_task``,
@@ -25,7 +22,6 @@ from typing import Any
 
 THREADS_VARIABLE = "PJRT_NPROC"
 _FALLBACK_VARIABLE = "NPROC"
-EIGEN_THREADS_FLAG = "--xla_cpu_multi_thread_eigen"
 
 
 def available_cores() -> int:
@@ -104,23 +100,3 @@ def limit_threads(threads: int | None) -> str | None:
         return None
     os.environ[THREADS_VARIABLE] = str(threads)
     return None
-
-
-def keep_operations_single_threaded() -> None:
-    """Stop XLA from splitting one operation over the pool it already runs on.
-
-    XLA's CPU runtime runs a program's independent operations on its thread
-    pool, and by default an operation (a matrix product, say) may split its
-    own work over that same pool and wait for the pieces. When every thread of
-    the pool is such a waiter, no thread is left to run the pieces and the
-    program never finishes: training then waits forever for its first result.
-    It happens at random, most often with a small pool (two cores). The
-    networks trained here are small, so splitting one operation gains little;
-    independent operations and separate seeds still run in parallel.
-
-    Must run before JAX's CPU backend starts. A value the user put in
-    ``XLA_FLAGS`` for this flag is kept.
-    """
-    flags = os.environ.get("XLA_FLAGS", "")
-    if EIGEN_THREADS_FLAG not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} {EIGEN_THREADS_FLAG}=false".strip()
