@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pgrun.distributions import Categorical, DiagGaussian
+from pgrun.initializers import orthogonal
 from pgrun.envs.core import Box, Discrete, Space
 
 ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu, "elu": nn.elu, "gelu": nn.gelu, "silu": nn.silu}
@@ -36,9 +37,9 @@ class MLP(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         act = ACTIVATIONS[self.activation]
         for width in self.hidden_sizes:
-            x = act(nn.Dense(width, kernel_init=nn.initializers.orthogonal(np.sqrt(2)),
+            x = act(nn.Dense(width, kernel_init=orthogonal(np.sqrt(2)),
                              bias_init=nn.initializers.zeros)(x))
-        return nn.Dense(self.out_size, kernel_init=nn.initializers.orthogonal(self.head_gain),
+        return nn.Dense(self.out_size, kernel_init=orthogonal(self.head_gain),
                         bias_init=nn.initializers.zeros)(x)
 
 

@@ -175,13 +175,8 @@ class JaxLoop:
         self._block = jax.jit(over_members(block, len(setup.members)), donate_argnums=0)
         self._compiled = None
 
-    def start(self) -> JaxRunner:
-        """Initialise every member and compile the block ahead of time.
-
-        Everything happens on the calling thread: compiling in a worker
-        thread beside it saved about a second on two cores, but long-lived
-        processes that did so were seen to wait forever on the initial state.
-        """
+    def initializer(self) -> tuple[Callable, tuple]:
+        """The jitted initialisation of every member, and the arguments to call it with."""
         setup = self.setup
 
         def init_one(seed, hparams):
@@ -191,10 +186,13 @@ class JaxLoop:
             return JaxRunner(init_train_state(setup, k_params, hparams), env_state, obs, k_run)
 
         init = jax.jit(over_members(init_one, len(setup.members)))
-        seeds, hparams = jnp.asarray(setup.seeds, jnp.uint32), setup.member_hparams()
-        shapes = jax.eval_shape(init, seeds, hparams)
-        runner = jax.block_until_ready(init(seeds, hparams))
-        self._compiled = self._block.lower(shapes).compile()
+        return init, (jnp.asarray(setup.seeds, jnp.uint32), setup.member_hparams())
+
+    def start(self) -> JaxRunner:
+        """Initialise every member, then compile the block ahead of time."""
+        init, args = self.initializer()
+        runner = jax.block_until_ready(init(*args))
+        self._compiled = self._block.lower(runner).compile()
         return runner
 
     def run_block(self, runner: JaxRunner) -> tuple[JaxRunner, dict]:

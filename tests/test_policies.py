@@ -9,6 +9,7 @@ import pytest
 
 from pgrun.distributions import Categorical, DiagGaussian
 from pgrun.envs.core import Box, Discrete
+from pgrun.initializers import orthogonal
 from pgrun.normalization import RunningMeanStd
 from pgrun.policies import make_policy
 
@@ -69,6 +70,20 @@ def test_hidden_layers_are_orthogonal():
     policy = make_policy(Box(-np.ones(8, np.float32), np.ones(8, np.float32)), Discrete(2), [8], "tanh")
     kernel = np.asarray(policy.init(jax.random.PRNGKey(1))["critic"]["params"]["Dense_0"]["kernel"])
     np.testing.assert_allclose(kernel.T @ kernel, 2.0 * np.eye(8), atol=1e-5)  # gain sqrt(2)
+
+
+@pytest.mark.parametrize("shape", [(4, 64), (64, 64), (64, 2), (64, 1), (3, 5, 7), (128, 256)])
+def test_orthogonal_init_equals_the_qr_of_the_same_draw(shape):
+    """Gram-Schmidt gives LAPACK's Q (signs fixed so R's diagonal is positive) for the same Gaussian draw."""
+    for seed in range(3):
+        key = jax.random.PRNGKey(seed)
+        ours = np.asarray(orthogonal(1.5)(key, shape))
+        lapack = np.asarray(jax.nn.initializers.orthogonal(1.5)(key, shape))
+        np.testing.assert_allclose(ours, lapack, atol=2e-5)
+        matrix = ours.reshape(-1, shape[-1]) / 1.5
+        small = min(matrix.shape)
+        gram = matrix.T @ matrix if matrix.shape[0] >= matrix.shape[1] else matrix @ matrix.T
+        np.testing.assert_allclose(gram, np.eye(small), atol=2e-6)
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -59,6 +59,17 @@ def test_values_are_inputs_of_the_program_not_constants():
     assert base == other
 
 
+@pytest.mark.parametrize("algo", ["ppo", "trpo", "reinforce"])
+def test_no_program_calls_into_lapack(algo):
+    """jaxlib 0.10's CPU LAPACK kernels split a batch over XLA's thread pool and block on it from a pool
+    thread; two such calls at once (the actor's and critic's orthogonal init, per member) hang a two-thread
+    pool. The initialisation and the training block must lower to plain XLA operations only."""
+    loop = JaxLoop(build(compose_config(*SMALL, f"algo={algo}", "env=Pendulum-v1", "num_seeds=3")))
+    init, args = loop.initializer()
+    for program in (init.lower(*args), loop._block.lower(jax.eval_shape(init, *args))):
+        assert "custom_call" not in program.as_text()
+
+
 def test_points_are_the_product_of_the_listed_values():
     cfg = compose_config("sweep.vmap={algo.lr: [1e-4, 1e-3], algo.gamma: [0.9, 0.95, 0.99]}", "num_seeds=2")
     points = sweep_points(cfg)
