@@ -15,6 +15,7 @@ as traced inputs -- so one compiled program serves them all.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -189,11 +190,19 @@ class JaxLoop:
         return init, (jnp.asarray(setup.seeds, jnp.uint32), setup.member_hparams())
 
     def start(self) -> JaxRunner:
-        """Initialise every member, then compile the block ahead of time."""
+        """Compile the initialisation and the block side by side, then initialise every member.
+
+        XLA releases the GIL while it compiles, so compiling the small
+        initialisation in a worker thread hides most of its cost behind the
+        block's compilation; nothing executes until both are compiled.
+        """
         init, args = self.initializer()
-        runner = jax.block_until_ready(init(*args))
-        self._compiled = self._block.lower(runner).compile()
-        return runner
+        shapes = jax.eval_shape(init, *args)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            compiling_init = pool.submit(lambda: init.lower(*args).compile())
+            self._compiled = self._block.lower(shapes).compile()
+            compiled_init = compiling_init.result()
+        return jax.block_until_ready(compiled_init(*args))
 
     def run_block(self, runner: JaxRunner) -> tuple[JaxRunner, dict]:
         runner, metrics = self._compiled(runner)
