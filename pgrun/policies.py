@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from pgrun.distributions import Categorical, DiagGaussian
-from pgrun.initializers import orthogonal
 from pgrun.envs.core import Box, Discrete, Space
+from pgrun.initializers import orthogonal
 
 ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu, "elu": nn.elu, "gelu": nn.gelu, "silu": nn.silu}
 
