@@ -198,11 +198,11 @@ def small(request):
 
 @pytest.mark.parametrize("damping", [0.0, 0.1])
 def test_fisher_vector_product_equals_explicit_kl_hessian(small, damping):
-    """(F + damping I) v from forward-over-reverse equals jax.hessian of the mean
+    """(F + damping I) v in Gauss-Newton form equals jax.hessian of the mean
     KL times v, and the closed-form Fisher J^T M J times v (Fisher = KL Hessian)."""
     hessian, fisher = small.kl_hessian, small.fisher_matrix
     np.testing.assert_allclose(hessian, fisher, atol=1e-5 * np.abs(fisher).max())
-    fvp = jax.jit(fisher_vector_product(small.mean_kl, small.theta, damping))
+    fvp = jax.jit(fisher_vector_product(small.dist, small.theta, damping))
     rng = np.random.default_rng(5)
     for _ in range(3):
         v = rng.standard_normal(small.theta.size)
@@ -219,7 +219,7 @@ def test_fisher_vector_product_matches_monte_carlo_score_outer_products(small):
     sampled actions. Tolerance: 5 standard errors per component, the standard
     error from the per-sample terms (pooled over states, which can only inflate
     it); for ~40 roughly normal components a false failure has probability < 1e-4."""
-    fvp = fisher_vector_product(small.mean_kl, small.theta, 0.0)
+    fvp = fisher_vector_product(small.dist, small.theta, 0.0)
     v = jnp.asarray(np.random.default_rng(1).standard_normal(small.theta.size), jnp.float32)
     exact = np.asarray(fvp(v), np.float64)
 
@@ -257,7 +257,7 @@ def test_natural_step_reaches_the_kl_radius_and_solves_fisher_system(small):
         return jnp.mean(jnp.exp(small.dist(theta).log_prob(actions) - old_log_probs) * advantages)
 
     grad = jax.grad(surrogate)(small.theta)
-    fvp = fisher_vector_product(small.mean_kl, small.theta, damping)
+    fvp = fisher_vector_product(small.dist, small.theta, damping)
     n = small.theta.size
     result = jax.jit(lambda g: natural_step(g, fvp, delta, 4 * n, 1e-14))(grad)
 

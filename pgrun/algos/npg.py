@@ -43,11 +43,14 @@ def make_natural_policy_gradient(cfg: Any, policy: Policy, num_iterations: int,
             ratio = jnp.exp(policy.dist(unravel(theta), obs).log_prob(actions) - old_log_probs)
             return jnp.mean(ratio * advantages)
 
+        def dist_at(theta):
+            return policy.dist(unravel(theta), obs)
+
         def mean_kl(theta):
-            return jnp.mean(old_dist.kl(policy.dist(unravel(theta), obs)))
+            return jnp.mean(old_dist.kl(dist_at(theta)))
 
         grad = jax.grad(surrogate)(flat)
-        fvp = fisher_vector_product(mean_kl, flat, hp["damping"])
+        fvp = fisher_vector_product(dist_at, flat, hp["damping"])
         step = natural_step(grad, fvp, hp["delta"], cfg.cg_iters, hp["cg_tol"])
         if line_search is None:
             new_flat = flat + step.step
