@@ -44,8 +44,26 @@ def read(path: Path) -> dict[str, Any]:
 
 
 def restore_into(target: Any, raw: Any) -> Any:
-    """``raw`` (from :func:`read`) in the structure of ``target``."""
-    return flax.serialization.from_state_dict(target, raw)
+    """``raw`` (from :func:`read`) in the structure of ``target``.
+
+    Raises ``ValueError`` unless every array fits ``target``'s structure, shapes and dtypes
+    (flax restores whatever it finds under a key, so a checkpoint of another layout would
+    otherwise surface later as an obscure error inside the compiled program).
+    """
+    restored = flax.serialization.from_state_dict(target, raw)
+    expected, found = jax.tree.structure(target), jax.tree.structure(restored)
+    if expected != found:
+        raise ValueError(f"{found.num_leaves} arrays where {expected.num_leaves} were expected, or a different nesting")
+    for (path, want), got in zip(jax.tree_util.tree_leaves_with_path(target), jax.tree.leaves(restored)):
+        if _layout(want) != _layout(got):
+            raise ValueError(f"{jax.tree_util.keystr(path)} is {_layout(got)}, expected {_layout(want)}")
+    return restored
+
+
+def _layout(leaf: Any) -> str:
+    """dtype and shape of an array, or of a ``jax.ShapeDtypeStruct`` standing for one."""
+    dtype = leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype
+    return f"{np.dtype(dtype).name}{list(np.shape(leaf))}"
 
 
 def load_run(run_dir: Path, name: str = FINAL):

@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 from pgrun import checkpoint, provenance
-from pgrun.config import point_name, validate, with_overrides
+from pgrun.config import ConfigError, point_name, validate, with_overrides
 from pgrun.logger import BlockLogger, Progress, flat_hparams, member_dirs, point_dir, write_json_atomic
 from pgrun.train import Member, Setup, TrainingError, build, make_loop, non_finite_members, non_finite_message
 
@@ -125,7 +125,12 @@ def run_training(cfg: Any, run_dir: Path, resume: bool = False) -> dict[str, Any
     failures: dict[int, str] = {}  # member index -> why its training failed
     if resume:
         saved = checkpoint.read(checkpoints / checkpoint.LATEST)
-        runner = loop.restore(runner, saved["state"])
+        try:
+            runner = loop.restore(runner, saved["state"])
+        except (ValueError, KeyError) as err:
+            raise ConfigError(f"resume={run_dir}: its checkpoint does not match the state this version of pgrun "
+                              f"trains ({type(err).__name__}: {str(err).splitlines()[0][:120]}); it was written by "
+                              "another version: start a new run") from None
         meta = saved["meta"]
         blocks_done, earlier_seconds = int(meta["blocks_done"]), float(meta["wall_seconds"])
         last_return, last_length = list(map(float, meta["last_return"])), list(map(float, meta["last_length"]))

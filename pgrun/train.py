@@ -19,7 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import flax.serialization
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -27,6 +26,7 @@ import numpy as np
 
 from pgrun.algos import make_algorithm
 from pgrun.algos.common import Algorithm, Batch, TrainState
+from pgrun.checkpoint import restore_into
 from pgrun.config import algo_hparams, iterations, sweep_points
 from pgrun.envs import make_env
 from pgrun.envs.gym_bridge import GymVectorEnv
@@ -230,7 +230,7 @@ class JaxLoop:
 
     @staticmethod
     def restore(runner: JaxRunner, saved: dict) -> JaxRunner:
-        return flax.serialization.from_state_dict(runner, saved)
+        return restore_into(runner, saved)
 
 
 @dataclass
@@ -320,7 +320,7 @@ class GymLoop:
 
     @staticmethod
     def restore(runner: GymRunner, saved: dict) -> GymRunner:
-        state = flax.serialization.from_state_dict({"train": runner.train, "key": runner.key}, saved)
+        state = restore_into({"train": runner.train, "key": runner.key}, saved)
         return GymRunner(state["train"], runner.obs, state["key"])
 
 

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import flax.serialization
 import jax
 import numpy as np
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -85,6 +86,19 @@ def test_sigterm_saves_and_exits_nonzero_then_resumes(tmp_path):
     assert summary["status"] == "interrupted" and 0 < summary["env_steps"] < 153600
     saved = checkpoint.read(run_dir / checkpoint.DIRECTORY / checkpoint.LATEST)
     assert int(saved["meta"]["blocks_done"]) * 2560 == summary["env_steps"]
+
+    # A checkpoint of another layout (here: Adam's moments per layer, as older versions kept them)
+    # is refused with one line and exit 2, and leaves the run resumable.
+    latest = run_dir / checkpoint.DIRECTORY / checkpoint.LATEST
+    good = latest.read_bytes()
+    raw = checkpoint.read(latest)
+    adam = raw["state"]["train"]["opt_state"]["inner_state"]["1"]["0"]
+    adam["mu"] = {"actor": adam["mu"][:, :10], "critic": adam["mu"][:, 10:]}
+    latest.write_bytes(flax.serialization.to_bytes(raw))
+    result = run_cli(f"resume={run_dir}", cwd=tmp_path, timeout=120)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1 and "does not match" in lines[0], result.stderr
+    latest.write_bytes(good)
 
     result = run_cli(f"resume={run_dir}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
