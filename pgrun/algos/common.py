@@ -18,6 +18,7 @@ import optax
 from pgrun.advantages import gae
 from pgrun.envs.wrappers import EpisodeStats
 from pgrun.normalization import RunningMeanStd
+from pgrun.permutation import random_permutation
 from pgrun.policies import Policy
 
 
@@ -129,7 +130,7 @@ def minibatch_epochs(step: Callable[[Any, Any], tuple[Any, dict]], carry: Any, d
     mb_size = size // num_minibatches
 
     def epoch(carry, epoch_key):
-        order = jax.random.permutation(epoch_key, size)[: mb_size * num_minibatches]
+        order = random_permutation(epoch_key, size)[: mb_size * num_minibatches]
         minibatches = jax.tree.map(lambda x: x[order].reshape((num_minibatches, mb_size) + x.shape[1:]), data)
         return jax.lax.scan(step, carry, minibatches)
 
