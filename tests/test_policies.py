@@ -99,3 +99,16 @@ def test_running_statistics_equal_the_pooled_moments(seed):
     normalized = np.asarray(stats.normalize(jnp.asarray(pooled)))
     np.testing.assert_allclose(normalized.mean(0), 0.0, atol=1e-2)
     np.testing.assert_allclose(normalized.std(0), 1.0, atol=1e-2)
+
+
+def test_initialisation_compiled_for_one_call_gives_the_same_weights():
+    """The initialisation program is compiled with backend optimisations off (it runs once);
+    that must not change what it computes."""
+    from pgrun.train import compile_run_once
+
+    policy = make_policy(Box(-np.ones(3), np.ones(3)), Box(-np.ones(2), np.ones(2)), [64, 64], "tanh")
+    init = jax.jit(jax.vmap(policy.init))
+    keys = jax.random.split(jax.random.PRNGKey(3), 4)
+    quick, usual = compile_run_once(init, keys)(keys), init(keys)
+    for a, b in zip(jax.tree.leaves(quick), jax.tree.leaves(usual)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
