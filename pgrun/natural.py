@@ -34,8 +34,8 @@ def fisher_vector_product(dist_fn: Callable[[Vector], Any], flat_params: Vector,
     Jacobian du/dtheta, M the Hessian of the mean KL in u. Each product is a
     linearised forward pass (J v), M applied per sample, and its transpose
     (J^T); the network's activations are computed once, before conjugate
-    gradient starts. This is about half the work of differentiating the
-    KL's gradient (forward over reverse) in every product.
+    gradient starts. On CPU a product costs about 30% less than
+    differentiating the KL's gradient (forward over reverse) every time.
     """
     old, jacobian_times = jax.linearize(dist_fn, flat_params)
     transpose_times = jax.linear_transpose(jacobian_times, flat_params)
