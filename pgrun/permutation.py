@@ -28,11 +28,11 @@ def random_permutation(key: jax.Array, n: int) -> jax.Array:
     The draws differ from JAX's for the same key; the distribution is the same.
     Sizes above 2^24 (fewer than 8 random bits left per round) fall back to JAX's.
     """
-    index_bits = max(1, math.ceil(math.log2(max(n, 2))))
+    index_bits = math.ceil(math.log2(max(n, 2)))
     random_bits = 32 - index_bits
     if random_bits < 8:
         return jax.random.permutation(key, n)
-    rounds = max(1, math.ceil(_BITS_PER_LOG2_N * index_bits / random_bits))
+    rounds = math.ceil(_BITS_PER_LOG2_N * index_bits / random_bits)
     positions = jnp.arange(n, dtype=jnp.uint32)
     low = jnp.uint32((1 << index_bits) - 1)
     order = positions
