@@ -35,6 +35,17 @@ def clipped_surrogate(ratio: jax.Array, advantages: jax.Array, clip_eps: float) 
     return jnp.minimum(ratio * advantages, jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * advantages)
 
 
+def squared_error(values: jax.Array, targets: jax.Array) -> jax.Array:
+    """0.5 E[(V - target)^2]."""
+    return 0.5 * jnp.mean((values - targets) ** 2)
+
+
+def clipped_value_loss(values: jax.Array, old_values: jax.Array, targets: jax.Array, clip_eps: float) -> jax.Array:
+    """0.5 E[max((V - target)^2, (V_clip - target)^2)] with V_clip = V_old + clip(V - V_old, -eps, eps)."""
+    clipped = old_values + jnp.clip(values - old_values, -clip_eps, clip_eps)
+    return 0.5 * jnp.mean(jnp.maximum((values - targets) ** 2, (clipped - targets) ** 2))
+
+
 def effective_sample_size(ratio: jax.Array) -> jax.Array:
     """(sum w)^2 / (n sum w^2): 1 when all importance weights are equal."""
     return jnp.sum(ratio) ** 2 / (ratio.size * jnp.maximum(jnp.sum(ratio**2), 1e-12))
@@ -48,7 +59,7 @@ def make_ppo(cfg: Any, policy: Policy, num_iterations: int) -> Algorithm:
     penalised = cfg.objective in ("kl_adaptive", "kl_fixed")
 
     def loss_fn(params, hp, beta, minibatch):
-        obs, actions, old_log_probs, old_dist, advantages, targets = minibatch
+        obs, actions, old_log_probs, old_dist, old_values, advantages, targets = minibatch
         dist = policy.dist(params["actor"], obs)
         log_ratio = dist.log_prob(actions) - old_log_probs
         ratio = jnp.exp(log_ratio)
@@ -60,7 +71,7 @@ def make_ppo(cfg: Any, policy: Policy, num_iterations: int) -> Algorithm:
         else:
             surrogate = (ratio * advantages).mean()
         policy_loss = -surrogate + (beta * kl if penalised else 0.0)
-        value_loss = 0.5 * jnp.mean((policy.value(params["critic"], obs) - targets) ** 2)
+        value_loss = value_loss_fn(policy.value(params["critic"], obs), old_values, targets, hp["clip_eps"])
         entropy = dist.entropy().mean()
         total = policy_loss + hp["vf_coef"] * value_loss - hp["ent_coef"] * entropy
         metrics = {
@@ -73,6 +84,7 @@ def make_ppo(cfg: Any, policy: Policy, num_iterations: int) -> Algorithm:
         }
         return total, metrics
 
+    value_loss_fn = clipped_value_loss if cfg.clip_vloss else (lambda values, old, targets, eps: squared_error(values, targets))
     grad_fn = jax.grad(loss_fn, has_aux=True)
 
     def update(state: TrainState, batch: Batch, key: jax.Array):
@@ -80,7 +92,7 @@ def make_ppo(cfg: Any, policy: Policy, num_iterations: int) -> Algorithm:
         beta = state.algo_state.get("kl_beta", jnp.asarray(0.0, jnp.float32))
         values, advantages, targets = gae_targets(policy, params["critic"], batch, hp["gamma"], hp["gae_lambda"])
         old_dist = jax.lax.stop_gradient(policy.dist(params["actor"], batch.obs))
-        data = flatten_time((batch.obs, batch.actions, batch.log_probs, old_dist, advantages, targets))
+        data = flatten_time((batch.obs, batch.actions, batch.log_probs, old_dist, values, advantages, targets))
 
         def minibatch_step(carry, minibatch):
             params, opt_state = carry
