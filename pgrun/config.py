@@ -229,6 +229,16 @@ def _validate_one(cfg: Any) -> None:
     batch = cfg.num_envs * a.num_steps
     if a.name == "reinforce":
         _check(a.baseline in ("value", "none"), f"algo.baseline={a.baseline} is not valid: use value or none")
+        if a.baseline == "none" and e.id in gymnasium_ids():
+            from pgrun.algos.reinforce import episode_time_limit
+
+            limit = episode_time_limit(e.id)
+            _check(limit is not None, f"algo.baseline=none uses only episodes that fit in a batch, and {e.id} has "
+                                      f"no time limit to bound them: use algo.baseline=value")
+            _check(a.num_steps > limit,
+                   f"algo.baseline=none uses only episodes that start and end inside a batch: algo.num_steps="
+                   f"{a.num_steps} must exceed {e.id}'s time limit of {limit} steps: set algo.num_steps={4 * limit} "
+                   f"or more (fewer episodes go unused) or use algo.baseline=value")
     if a.name in ("npg", "trpo"):
         _check(a.delta > 0, f"algo.delta={a.delta} must be positive")
         _check(a.cg_iters >= 1, f"algo.cg_iters={a.cg_iters} must be at least 1")
