@@ -100,7 +100,7 @@ class PPOConfig(AlgoConfig):
     kl_beta: float = 1.0  # initial (kl_adaptive) or constant (kl_fixed) penalty weight
     ent_coef: float = MISSING
     vf_coef: float = MISSING
-    clip_vloss: bool = False  # clip the value update to clip_eps around the rollout's values
+    clip_vloss: bool = True  # clip the value update to clip_eps around the rollout's values
 
 
 @dataclass
