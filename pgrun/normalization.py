@@ -1,7 +1,8 @@
-"""Running observation statistics, updated inside the jitted loop.
+"""Running statistics of observations and returns, updated inside the jitted loop.
 
 The statistics are part of the training state (and of checkpoints), so the
-same normalisation serves rollouts, updates and evaluation.
+same observation normalisation serves rollouts, updates and evaluation, and
+a resumed run scales rewards exactly as the uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -33,3 +34,41 @@ class RunningMeanStd:
 
     def normalize(self, obs: jax.Array, clip: float = 10.0) -> jax.Array:
         return jnp.clip((obs - self.mean) / jnp.sqrt(self.var + 1e-8), -clip, clip)
+
+
+@flax.struct.dataclass
+class RewardScaler:
+    """Rewards divided by a running standard deviation of the discounted return.
+
+    A critic whose targets are discounted returns of size 100 (CartPole at
+    gamma 0.99) pushes its tanh units into saturation: Adam raises every weight
+    at the same pace, and once a hidden layer is saturated the critic predicts
+    one value everywhere and no gradient can bring it back. Scaling the
+    rewards keeps the targets of order one whatever the task's reward scale, as
+    baselines' ``VecNormalize`` and CleanRL's ``NormalizeReward`` do for
+    MuJoCo. Only learning sees scaled rewards; episode returns stay raw.
+    """
+
+    returns: jax.Array  # [envs] discounted return of each environment's unfinished episode
+    stats: RunningMeanStd  # of those discounted returns, over every step seen
+
+    @classmethod
+    def create(cls, num_envs: int) -> "RewardScaler":
+        return cls(jnp.zeros((num_envs,), jnp.float32), RunningMeanStd.create(()))
+
+    def scale(self, rewards: jax.Array, dones: jax.Array, gamma: jax.Array,
+              clip: float = 10.0) -> tuple["RewardScaler", jax.Array]:
+        """Fold a ``[time, env]`` batch into the statistics, then return it scaled and clipped.
+
+        The discounted return restarts after every episode end (``dones``),
+        and the batch's own returns enter the statistics before it is scaled.
+        """
+        def step(running, transition):
+            reward, done = transition
+            running = gamma * running + reward
+            return jnp.where(done, 0.0, running), running
+
+        returns, seen = jax.lax.scan(step, self.returns, (rewards.astype(jnp.float32), dones))
+        stats = self.stats.update(seen)
+        scaled = jnp.clip(rewards / jnp.sqrt(stats.var + 1e-8), -clip, clip)
+        return RewardScaler(returns, stats), scaled
