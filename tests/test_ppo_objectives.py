@@ -1,9 +1,10 @@
 """PPO's objectives against the formulas they implement.
 
 The clipped surrogate's per-sample value and gradient against the four cases of
-the clipped objective, the adaptive-KL rule at its thresholds, the effective
-sample size against its formula, and a real kl_adaptive update whose stored
-beta must follow the rule applied to the KL recomputed from the parameters.
+the clipped objective, the adaptive-KL rule at its thresholds and its bounds,
+the effective sample size against its formula, and a real kl_adaptive update
+whose stored beta must follow the rule applied to the KL recomputed from the
+parameters.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import compose_config
-from pgrun.algos.ppo import adapt_kl_beta, clipped_surrogate, effective_sample_size, make_ppo
+from pgrun.algos.ppo import KL_BETA_RANGE, adapt_kl_beta, clipped_surrogate, effective_sample_size, make_ppo
 from pgrun.rollout import identity_normalizer, make_rollout
 from pgrun.train import build, init_train_state
 
@@ -111,6 +112,29 @@ def test_adapt_kl_beta_thresholds(target, beta):
     for kl, expected in cases:
         got = adapt_kl_beta(jnp.float32(beta), jnp.float32(kl), target)
         assert float(got) == pytest.approx(expected, rel=1e-6), f"kl={kl}, target={target}: {float(got)} != {expected}"
+
+
+def test_adapt_kl_beta_stays_in_its_range_and_recovers():
+    """Unbounded, at most 150 halvings take beta = 1 to exactly 0 in float32, and
+    doubling 0 never recovers. Bounded, 200 halvings stop at the floor, from which doublings
+    climb again at once; 200 doublings stop at the ceiling, from which halvings
+    come down at once."""
+    low, high = KL_BETA_RANGE
+    adapt = jax.jit(adapt_kl_beta, static_argnums=2)
+    beta = jnp.float32(1.0)
+    for _ in range(200):
+        beta = adapt(beta, jnp.float32(0.0), 0.01)
+    assert float(beta) == pytest.approx(low, rel=1e-6)
+    for k in range(1, 4):
+        beta = adapt(beta, jnp.float32(1.0), 0.01)
+        assert float(beta) == pytest.approx(low * 2**k, rel=1e-6)
+    for _ in range(200):
+        beta = adapt(beta, jnp.float32(1.0), 0.01)
+    assert float(beta) == pytest.approx(high, rel=1e-6)
+    beta = adapt(beta, jnp.float32(0.0), 0.01)
+    assert float(beta) == pytest.approx(high / 2, rel=1e-6)
+    # A beta within the range and a KL within the band stay exactly as they are.
+    assert float(adapt(jnp.float32(low), jnp.float32(0.01), 0.01)) == pytest.approx(low, rel=1e-6)
 
 
 def test_effective_sample_size():

@@ -5,7 +5,8 @@ the surrogate (Schulman et al., 2017, section 6 ablation):
 
 - ``clip``:        E[min(r A, clip(r, 1-eps, 1+eps) A)]
 - ``kl_adaptive``: E[r A] - beta KL[pi_old, pi], beta doubled when the
-                   measured KL exceeds 1.5 x target, halved below target / 1.5
+                   measured KL exceeds 1.5 x target, halved below target / 1.5,
+                   within [1e-4, 1e4]
 - ``kl_fixed``:    E[r A] - beta KL[pi_old, pi] with constant beta
 - ``none``:        E[r A], the plain importance-sampled surrogate
 
@@ -24,10 +25,24 @@ from pgrun.algos.common import (Algorithm, Batch, TrainState, explained_variance
 from pgrun.policies import Policy
 
 
+KL_BETA_RANGE = (1e-4, 1e4)  # the adaptive KL penalty's weight stays in here
+
+
 def adapt_kl_beta(beta: jax.Array, kl: jax.Array, target: float) -> jax.Array:
-    """The adaptive-KL rule: double beta above 1.5 x target, halve it below target / 1.5."""
+    """The adaptive-KL rule: double beta above 1.5 x target, halve it below target / 1.5,
+    then clip it to ``KL_BETA_RANGE``.
+
+    Unbounded, a run of halvings reaches float32's 0 (from beta = 1: after 127
+    where subnormals are flushed, as on XLA's CPU, else 150) and doubling 0 never
+    recovers. With advantages normalised per minibatch (the
+    default) the surrogate's gradient is O(1), so beta = 1e-4 already makes the
+    penalty negligible and beta = 1e4 already makes it dominate: beyond them only
+    the time to come back grows, and across the range it is at most 27 updates.
+    An initial beta outside the range is moved into it by the first update.
+    """
     beta = jnp.where(kl > 1.5 * target, beta * 2.0, beta)
-    return jnp.where(kl < target / 1.5, beta / 2.0, beta)
+    beta = jnp.where(kl < target / 1.5, beta / 2.0, beta)
+    return jnp.clip(beta, *KL_BETA_RANGE)
 
 
 def clipped_surrogate(ratio: jax.Array, advantages: jax.Array, clip_eps: float) -> jax.Array:
