@@ -2,13 +2,14 @@
 
 The clipped surrogate's per-sample value and gradient against the four cases of
 the clipped objective, the adaptive-KL rule at its thresholds and its bounds,
-the effective sample size against its formula, and a real kl_adaptive update
-whose stored beta must follow the rule applied to the KL recomputed from the
-parameters.
+the effective sample size against its formula, a real kl_adaptive update whose
+stored beta must follow the rule applied to the KL recomputed from the
+parameters, and the logged health metrics against the last epoch's values.
 """
 
 from __future__ import annotations
 
+import copy
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 from conftest import compose_config
+from pgrun.algos.common import minibatch_epochs
 from pgrun.algos.ppo import KL_BETA_RANGE, adapt_kl_beta, clipped_surrogate, effective_sample_size, make_ppo
 from pgrun.rollout import identity_normalizer, make_rollout
 from pgrun.train import build, init_train_state
@@ -230,3 +232,76 @@ def test_kl_adaptive_update_stores_the_beta_the_rule_gives():
         np.testing.assert_allclose(float(other.algo_state["kl_beta"]), expected, rtol=1e-6,
                                    err_msg=f"KL {kl}, target {target}")
     assert list(outcomes.values()) == [2.0, 1.0, 1.0, 0.5]
+
+
+# ---------------------------------------------------------------------------
+# Logged health metrics: the last epoch's mean
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("last_epoch_metrics", [False, True])
+def test_minibatch_epochs_averages_all_steps_or_the_last_epoch(last_epoch_metrics):
+    """A step whose metric is its own index (0, 1, ... in scan order): the mean over
+    every step is (E M - 1) / 2 (what NPG and TRPO's critic fit log), over the last
+    epoch's M steps it is (E - 1) M + (M - 1) / 2."""
+    epochs, minibatches = 3, 4
+
+    def step(count, minibatch):
+        return count + 1, {"index": count.astype(jnp.float32), "samples": jnp.float32(minibatch.shape[0])}
+
+    count, metrics = minibatch_epochs(step, jnp.int32(0), jnp.arange(24.0), jax.random.PRNGKey(0), epochs,
+                                      minibatches, last_epoch_metrics=last_epoch_metrics)
+    assert int(count) == epochs * minibatches
+    expected = (epochs - 1) * minibatches + (minibatches - 1) / 2 if last_epoch_metrics else \
+        (epochs * minibatches - 1) / 2
+    assert float(metrics["index"]) == expected
+    assert float(metrics["samples"]) == 24 / minibatches
+
+
+def ratio_metrics(policy, old_params, params, batch, clip_eps: float) -> dict[str, float]:
+    """approx_kl, clip_fraction and ess over the whole batch, in float64 from the logits."""
+    obs = batch.obs.reshape(-1, batch.obs.shape[-1])
+    logits = np.asarray(policy.dist(params["actor"], obs).logits, np.float64)
+    log_pi = logits - np.logaddexp.reduce(logits, -1, keepdims=True)
+    log_ratio = np.take_along_axis(log_pi, np.asarray(batch.actions).reshape(-1, 1), -1)[:, 0] \
+        - np.asarray(batch.log_probs, np.float64).reshape(-1)
+    ratio = np.exp(log_ratio)
+    return {"losses/approx_kl": float(np.mean(ratio - 1 - log_ratio)),
+            "losses/clip_fraction": float(np.mean(np.abs(ratio - 1) > clip_eps)),
+            "losses/ess": float(ratio.sum() ** 2 / (ratio.size * (ratio**2).sum()))}
+
+
+def test_ppo_logs_the_last_epochs_ratio_metrics():
+    """With one minibatch per epoch, epoch k (counting from 0) sees the whole batch
+    at the parameters k full-batch steps from the start, which an update of k epochs
+    produces. The logged approx_kl, clip_fraction and ess of a 4-epoch update are
+    those of the last epoch, computed here from the parameters after 3 epochs; the
+    mean over all four epochs (the first at ratio 1) is far smaller."""
+    epochs, clip_eps = 4, 0.02
+    setup = build(compose_config("algo=ppo", "env=CartPole-v1", "num_envs=4", "algo.num_steps=64",
+                                 "algo.hidden_sizes=[32,32]", "total_timesteps=2560", "algo.num_minibatches=1",
+                                 f"algo.update_epochs={epochs}", "algo.lr=0.001", f"algo.clip_eps={clip_eps}",
+                                 "algo.anneal_lr=false"))
+    state = init_train_state(setup, jax.random.PRNGKey(0))
+    obs, env_state = jax.vmap(setup.env.reset)(jax.random.split(jax.random.PRNGKey(1), 4))
+    rollout = jax.jit(make_rollout(setup.env, setup.policy, identity_normalizer, 64))
+    batch = rollout(state.params, state.obs_stats, env_state, obs, jax.random.PRNGKey(2))[2]
+
+    def update(num_epochs):
+        cfg = copy.deepcopy(setup.cfg.algo)
+        cfg.update_epochs = num_epochs
+        return jax.jit(make_ppo(cfg, setup.policy, 10).update)(state, batch, jax.random.PRNGKey(3))
+
+    per_epoch = [ratio_metrics(setup.policy, state.params, state.params, batch, clip_eps)]
+    per_epoch += [ratio_metrics(setup.policy, state.params, update(k)[0].params, batch, clip_eps)
+                  for k in range(1, epochs)]
+    _, logged = update(epochs)
+    last = per_epoch[-1]
+    assert last["losses/clip_fraction"] > 0.1 and last["losses/approx_kl"] > 5e-5
+    np.testing.assert_allclose(float(logged["losses/approx_kl"]), last["losses/approx_kl"], rtol=1e-3)
+    np.testing.assert_allclose(float(logged["losses/ess"]), last["losses/ess"], rtol=1e-4)
+    # float32 against float64: a ratio within rounding of 1 +- eps could count either way.
+    assert abs(float(logged["losses/clip_fraction"]) - last["losses/clip_fraction"]) <= 1.5 / 256
+    for name in ("losses/approx_kl", "losses/clip_fraction"):
+        all_epochs = np.mean([m[name] for m in per_epoch])
+        assert float(logged[name]) > 1.2 * all_epochs, (name, float(logged[name]), all_epochs)

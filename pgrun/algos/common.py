@@ -122,10 +122,12 @@ def flatten_time(tree: Any) -> Any:
 
 
 def minibatch_epochs(step: Callable[[Any, Any], tuple[Any, dict]], carry: Any, data: Any, key: jax.Array,
-                     epochs: int, num_minibatches: int) -> tuple[Any, dict]:
+                     epochs: int, num_minibatches: int, last_epoch_metrics: bool = False) -> tuple[Any, dict]:
     """``epochs`` passes of shuffled minibatches over flat ``data`` (leading axis
     = samples), scanning ``step(carry, minibatch) -> (carry, metrics)``.
-    Returns the final carry and the metrics averaged over all steps."""
+    Returns the final carry and the metrics averaged over all steps or, with
+    ``last_epoch_metrics``, over the last epoch's steps only (the earlier epochs
+    see parameters nearer the start, which dilutes a measure of drift)."""
     size = jax.tree.leaves(data)[0].shape[0]
     mb_size = size // num_minibatches
 
@@ -135,6 +137,8 @@ def minibatch_epochs(step: Callable[[Any, Any], tuple[Any, dict]], carry: Any, d
         return jax.lax.scan(step, carry, minibatches)
 
     carry, metrics = jax.lax.scan(epoch, carry, jax.random.split(key, epochs))
+    if last_epoch_metrics:
+        metrics = jax.tree.map(lambda x: x[-1], metrics)
     return carry, jax.tree.map(jnp.mean, metrics)
 
 

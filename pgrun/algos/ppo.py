@@ -11,6 +11,11 @@ the surrogate (Schulman et al., 2017, section 6 ablation):
 - ``none``:        E[r A], the plain importance-sampled surrogate
 
 The loss adds ``vf_coef`` x value error and subtracts ``ent_coef`` x entropy.
+
+The per-minibatch metrics (``losses/policy_loss``, ``value_loss``, ``entropy``,
+``approx_kl``, ``clip_fraction``, ``ess``) are the mean over the last epoch's
+minibatches: the first epoch starts at the rollout's policy (ratio exactly 1),
+so a mean over every epoch would understate how far the update moved.
 """
 
 from __future__ import annotations
@@ -115,7 +120,8 @@ def make_ppo(cfg: Any, policy: Policy, num_iterations: int) -> Algorithm:
             return optimizer_step(optimizer, grads, opt_state, params, hp, decay_steps), metrics
 
         (params, opt_state), metrics = minibatch_epochs(
-            minibatch_step, (params, state.opt_state), data, key, cfg.update_epochs, cfg.num_minibatches)
+            minibatch_step, (params, state.opt_state), data, key, cfg.update_epochs, cfg.num_minibatches,
+            last_epoch_metrics=True)
         metrics["losses/explained_variance"] = explained_variance(values, targets)
         metrics["charts/learning_rate"] = learning_rate_of(opt_state)
         algo_state = state.algo_state
