@@ -175,7 +175,7 @@ def run_training(cfg: Any, run_dir: Path, resume: bool = False) -> dict[str, Any
                 "sps": env_steps * len(indices) / seconds,
                 "sps_after_compile": env_steps * len(indices) / max(seconds - compile_seconds, 1e-9),
                 "final_return_mean": float(np.mean(finite)) if finite else None,
-                "final_return_std": float(np.std(finite)) if finite else None,
+                "final_return_std": sample_std(finite),
                 "returns_per_seed": returns,
                 "resumed": resume,
                 **extra,
@@ -256,11 +256,20 @@ def run_training(cfg: Any, run_dir: Path, resume: bool = False) -> dict[str, Any
     return summary
 
 
+def sample_std(values: list[float]) -> float | None:
+    """The spread of final returns across seeds: the sample standard deviation
+    (n - 1), since the seeds are a sample; None below two values, which have none."""
+    return float(np.std(values, ddof=1)) if len(values) >= 2 else None
+
+
 def report_done(label: str, summary: dict[str, Any], compile_seconds: float, num_seeds: int) -> None:
-    """The closing lines: final return (per sweep point in a vectorised sweep) and speed."""
+    """The closing lines: final return (per sweep point in a vectorised sweep) and speed;
+    a ± spread only where two or more seeds have a return."""
 
     def shown(mean: float | None, std: float | None) -> str:
-        return "n/a (no episode finished)" if mean is None else f"{mean:.2f} ± {std:.2f}"
+        if mean is None:
+            return "n/a (no episode finished)"
+        return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
 
     for point in summary.get("points", []):
         print(f"[{label}] {point['dir']}: final mean return {shown(point['final_return_mean'], point['final_return_std'])}"
