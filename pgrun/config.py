@@ -110,6 +110,9 @@ class EnvConfig:
     id: str = MISSING
     backend: str = "auto"  # auto: the JAX port when one exists, else Gymnasium
     normalize_obs: bool = False  # running mean/std normalisation inside the jitted loop
+    # Rewards divided by a running std of the discounted return, for learning only (logged returns stay
+    # raw): keeps the critic's targets of order one, where a tanh critic does not saturate.
+    normalize_reward: bool = True
 
 
 @dataclass

@@ -31,7 +31,7 @@ from pgrun.config import algo_hparams, iterations, sweep_points
 from pgrun.envs import make_env
 from pgrun.envs.gym_bridge import GymVectorEnv
 from pgrun.envs.wrappers import EpisodeStats, accumulate_episodes
-from pgrun.normalization import RunningMeanStd
+from pgrun.normalization import RewardScaler, RunningMeanStd
 from pgrun.policies import Policy, make_policy
 from pgrun.rollout import Normalizer, act, identity_normalizer, make_rollout, running_normalizer
 
@@ -112,6 +112,7 @@ def init_train_state(setup: Setup, key: jax.Array, hparams: dict[str, jax.Array]
     params = setup.policy.init(key)
     return TrainState(params=params, opt_state=setup.algorithm.init_opt_state(params),
                       obs_stats=RunningMeanStd.create((setup.policy.obs_dim,)),
+                      reward_scaler=RewardScaler.create(setup.cfg.num_envs),
                       episodes=EpisodeStats.create(setup.cfg.num_envs), iteration=jnp.zeros((), jnp.int32),
                       algo_state=setup.algorithm.init_algo_state(hparams), hparams=hparams)
 
@@ -129,7 +130,12 @@ def make_learn(setup: Setup) -> Callable[[TrainState, Batch, jax.Array], tuple[T
         episodes, episode_metrics = accumulate_episodes(state.episodes, batch.rewards, batch.dones)
         seen = batch.replace(obs=normalize(state.obs_stats, batch.obs),
                              next_obs=normalize(state.obs_stats, batch.next_obs))
+        if setup.cfg.env.normalize_reward:
+            scaler, rewards = state.reward_scaler.scale(batch.rewards, batch.dones, state.hparams["gamma"])
+            seen, state = seen.replace(rewards=rewards), state.replace(reward_scaler=scaler)
         state, metrics = update(state, seen, key)
+        if setup.cfg.env.normalize_reward:
+            metrics["charts/reward_scale"] = 1.0 / jnp.sqrt(state.reward_scaler.stats.var + 1e-8)
         # 1 while every parameter is finite: a diverging update is caught in the iteration it happens.
         metrics["health/params_finite"] = jnp.all(jnp.asarray(
             [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(state.params)])).astype(jnp.float32)

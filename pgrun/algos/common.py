@@ -17,7 +17,7 @@ import optax
 
 from pgrun.advantages import gae
 from pgrun.envs.wrappers import EpisodeStats
-from pgrun.normalization import RunningMeanStd
+from pgrun.normalization import RewardScaler, RunningMeanStd
 from pgrun.permutation import random_permutation
 from pgrun.policies import Policy
 
@@ -40,6 +40,7 @@ class TrainState:
     params: Any
     opt_state: Any
     obs_stats: RunningMeanStd
+    reward_scaler: RewardScaler  # updated only with env.normalize_reward
     episodes: EpisodeStats
     iteration: jax.Array
     algo_state: Any = flax.struct.field(default_factory=dict)  # e.g. PPO's adaptive KL beta
