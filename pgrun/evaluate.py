@@ -113,18 +113,58 @@ def choose_action(dist: Any, key: Any, deterministic: bool) -> Any:
     return dist.mode() if deterministic else dist.sample(key)
 
 
+def make_acting(policy: Any, normalize: Callable, deterministic: bool) -> Callable:
+    """``acting(params, obs_stats, obs, key) -> env_action``: how a saved policy acts,
+    shared by ``pgrun-eval`` and the evaluations during training so both measure the same thing.
+    Observations are normalised with the given statistics, which it never updates."""
+
+    def acting(params, obs_stats, obs, key):
+        dist = policy.dist(params["actor"], normalize(obs_stats, obs))
+        return policy.to_env_action(choose_action(dist, key, deterministic))
+
+    return acting
+
+
+def make_jax_episode(env: Any, policy: Any, normalize: Callable, deterministic: bool) -> Callable:
+    """``episode(params, obs_stats, key) -> (return, length)``: one whole episode on a JAX port.
+
+    A ``while_loop`` that stops when the episode terminates or hits the port's
+    own time limit; vmapped, it runs until the longest episode ends, and the
+    finished ones keep their totals.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    acting = make_acting(policy, normalize, deterministic)
+
+    def episode(params, obs_stats, key):
+        k_reset, key = jax.random.split(key)
+        obs, state = env.reset(k_reset)
+
+        def body(carry):
+            state, obs, key, total, length, _ = carry
+            key, k_act, k_step = jax.random.split(key, 3)
+            obs, state, reward, terminated, truncated = env.step(k_step, state, acting(params, obs_stats, obs, k_act))
+            return state, obs, key, total + reward, length + 1, terminated | truncated
+
+        carry = (state, obs, key, jnp.float32(0.0), jnp.int32(0), jnp.bool_(False))
+        *_, total, length, _ = jax.lax.while_loop(lambda c: ~c[-1], body, carry)
+        return total, length
+
+    return episode
+
+
 def make_host_actor(setup: Any, params: Any, obs_stats: Any,
                     deterministic: bool) -> Callable[[np.ndarray, Any], tuple[Any, Any]]:
     """``actor(obs, key) -> (env_action, key)`` for one flat observation, jitted."""
     import jax
 
-    policy, normalize = setup.policy, setup.normalize
+    acting = make_acting(setup.policy, setup.normalize, deterministic)
 
     @jax.jit
     def actor(obs, key):
         key, k_act = jax.random.split(key)
-        dist = policy.dist(params["actor"], normalize(obs_stats, obs))
-        return policy.to_env_action(choose_action(dist, k_act, deterministic)), key
+        return acting(params, obs_stats, obs, k_act), key
 
     return actor
 
@@ -204,36 +244,15 @@ def run_gymnasium(setup: Any, params: Any, obs_stats: Any, env_id: str, episodes
 
 def run_jax(setup: Any, params: Any, obs_stats: Any, env_id: str, episodes: int,
             deterministic: bool, seed: int) -> Episodes:
-    """All episodes at once on the JAX port: a jitted ``while_loop`` vmapped over episodes.
-
-    Each episode runs until it terminates or hits the port's own time limit.
-    """
+    """All episodes at once on the JAX port: :func:`make_jax_episode` vmapped over episodes."""
     import jax
-    import jax.numpy as jnp
 
     from pgrun.envs.classic import make_jax_env
 
-    env = make_jax_env(env_id)
-    policy, normalize = setup.policy, setup.normalize
-
-    def episode(key):
-        k_reset, key = jax.random.split(key)
-        obs, state = env.reset(k_reset)
-
-        def body(carry):
-            state, obs, key, total, length, _ = carry
-            key, k_act, k_step = jax.random.split(key, 3)
-            dist = policy.dist(params["actor"], normalize(obs_stats, obs))
-            action = policy.to_env_action(choose_action(dist, k_act, deterministic))
-            obs, state, reward, terminated, truncated = env.step(k_step, state, action)
-            return state, obs, key, total + reward, length + 1, terminated | truncated
-
-        carry = (state, obs, key, jnp.float32(0.0), jnp.int32(0), jnp.bool_(False))
-        *_, total, length, _ = jax.lax.while_loop(lambda c: ~c[-1], body, carry)
-        return total, length
-
+    episode = make_jax_episode(make_jax_env(env_id), setup.policy, setup.normalize, deterministic)
     keys = jax.random.split(jax.random.PRNGKey(seed), episodes)
-    returns, lengths = jax.device_get(jax.jit(jax.vmap(episode))(keys))
+    play = jax.jit(jax.vmap(episode, in_axes=(None, None, 0)))
+    returns, lengths = jax.device_get(play(params, obs_stats, keys))
     return Episodes([float(r) for r in returns], [int(n) for n in lengths])
 
 
