@@ -121,6 +121,15 @@ class CheckpointConfig:
 
 
 @dataclass
+class EvalConfig:
+    """Evaluation during training, on environments of its own (the training ones are untouched)."""
+
+    every: int = 100  # iterations between evaluations (rounded down to logging blocks); 0: off
+    episodes: int = 10  # complete episodes per member and evaluation
+    deterministic: bool = True  # act with the policy's mode; false: sample actions
+
+
+@dataclass
 class SweepConfig:
     """Sweeps inside one compiled program (beyond ``num_seeds``)."""
 
@@ -143,6 +152,7 @@ class RunConfig:
     log_interval: int = 10  # iterations between TensorBoard points
     quiet: bool = False
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     compile_cache_dir: str = ""  # persistent XLA compilation cache; "" disables it
     sweep: SweepConfig = field(default_factory=SweepConfig)
     # CPU threads XLA may use in this job; 0: all cores, or cores / n_jobs under a parallel launcher
@@ -216,6 +226,9 @@ def _validate_one(cfg: Any) -> None:
     _check(cfg.log_interval >= 1, f"log_interval={cfg.log_interval} must be at least 1")
     _check(cfg.xla_cpu_threads >= 0, f"xla_cpu_threads={cfg.xla_cpu_threads} must be 0 (automatic) or positive")
     _check(cfg.checkpoint.every >= 1, f"checkpoint.every={cfg.checkpoint.every} must be at least 1")
+    if "eval" in cfg:  # runs saved before evaluation existed have no eval section
+        _check(cfg.eval.every >= 0, f"eval.every={cfg.eval.every} must be 0 (off) or a positive number of iterations")
+        _check(cfg.eval.episodes >= 1, f"eval.episodes={cfg.eval.episodes} must be at least 1")
     _check(a.lr > 0, f"algo.lr={a.lr} must be positive")
     _check(0.0 <= a.gamma <= 1.0, f"algo.gamma={a.gamma} must lie in [0, 1]")
     _check(a.num_steps >= 1, f"algo.num_steps={a.num_steps} must be at least 1")
