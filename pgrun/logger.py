@@ -48,6 +48,8 @@ class BlockLogger:
         self.writers = [SummaryWriter(logdir=str(d), flush_secs=10, purge_step=purge_step) for d in dirs]
         self.last_return = [math.nan] * len(dirs)
         self.last_length = [math.nan] * len(dirs)
+        self.eval_return = [math.nan] * len(dirs)  # the latest evaluation's mean over its episodes
+        self.eval_length = [math.nan] * len(dirs)
         self.stopped: Container[int] = ()  # members whose training failed: no further points
 
     def log_block(self, metrics: dict[str, np.ndarray], env_steps: int, seconds: float, steps_in_block: int) -> None:
@@ -66,6 +68,18 @@ class BlockLogger:
             for tag, values in metrics.items():
                 if "/" in tag and not tag.startswith("health/"):  # metrics are named by their tag
                     writer.add_scalar(tag, float(np.mean(values[i])), env_steps)
+
+    def log_evaluation(self, returns: np.ndarray, lengths: np.ndarray, env_steps: int) -> None:
+        """One evaluation (``[members, episodes]``): each member's mean over its episodes, as
+        ``eval/episodic_return`` and ``eval/episodic_length`` -- apart from ``charts/``, whose returns
+        come from the training episodes of a policy that changes while they run."""
+        for i, writer in enumerate(self.writers):
+            if i in self.stopped:
+                continue
+            self.eval_return[i] = float(np.mean(returns[i]))
+            self.eval_length[i] = float(np.mean(lengths[i]))
+            writer.add_scalar("eval/episodic_return", self.eval_return[i], env_steps)
+            writer.add_scalar("eval/episodic_length", self.eval_length[i], env_steps)
 
     def mean_return(self) -> float:
         """Mean over members of the latest episodic return (NaN before any episode ended)."""

@@ -23,7 +23,8 @@ import numpy as np
 from pgrun import checkpoint, provenance
 from pgrun.config import ConfigError, point_name, validate, with_overrides
 from pgrun.logger import BlockLogger, Progress, flat_hparams, member_dirs, point_dir, write_json_atomic
-from pgrun.train import Member, Setup, TrainingError, build, make_loop, non_finite_members, non_finite_message
+from pgrun.train import (Member, Setup, TrainingError, build, make_loop, non_finite_members, non_finite_message,
+                         pop_evaluation)
 
 COMPILE_CACHE_MAX_BYTES = 2**30
 
@@ -122,6 +123,7 @@ def run_training(cfg: Any, run_dir: Path, resume: bool = False) -> dict[str, Any
     compile_seconds = time.perf_counter() - start
     blocks_done, earlier_seconds = 0, 0.0
     last_return, last_length = [math.nan] * len(members), [math.nan] * len(members)
+    last_eval = {"eval_return": [math.nan] * len(members), "eval_length": [math.nan] * len(members)}
     failures: dict[int, str] = {}  # member index -> why its training failed
     if resume:
         saved = checkpoint.read(checkpoints / checkpoint.LATEST)
@@ -134,12 +136,15 @@ def run_training(cfg: Any, run_dir: Path, resume: bool = False) -> dict[str, Any
         meta = saved["meta"]
         blocks_done, earlier_seconds = int(meta["blocks_done"]), float(meta["wall_seconds"])
         last_return, last_length = list(map(float, meta["last_return"])), list(map(float, meta["last_length"]))
+        for name in ("eval_return", "eval_length"):  # absent from checkpoints of runs without evaluation
+            last_eval[name] = list(map(float, meta.get(name, last_eval[name])))
         if "failures" in meta:
             failures = {int(i): why for i, why in json.loads(bytes(np.asarray(meta["failures"], np.uint8))).items()}
     # TensorBoard drops points a killed run logged after its latest checkpoint.
     logger = BlockLogger(member_dirs(run_dir, setup.points, seeds),
                          purge_step=blocks_done * steps_per_block + 1 if resume else None)
     logger.last_return, logger.last_length = last_return, last_length
+    logger.eval_return, logger.eval_length = last_eval["eval_return"], last_eval["eval_length"]
     logger.stopped = failures  # the logger skips failed members from here on
     blocks_per_checkpoint = max(1, cfg.checkpoint.every // setup.block_len)
 
@@ -150,6 +155,7 @@ def run_training(cfg: Any, run_dir: Path, resume: bool = False) -> dict[str, Any
         logger.flush()  # every point up to this checkpoint is on disk before it exists
         meta = {"blocks_done": blocks_done, "wall_seconds": wall_seconds(),
                 "last_return": logger.last_return, "last_length": logger.last_length,
+                "eval_return": logger.eval_return, "eval_length": logger.eval_length,
                 # as UTF-8 bytes: checkpoint metadata holds arrays only
                 "failures": np.frombuffer(json.dumps({str(i): why for i, why in failures.items()}).encode(), np.uint8)}
         checkpoint.save(checkpoints, name, loop.checkpoint_state(runner), meta)
@@ -162,6 +168,9 @@ def run_training(cfg: Any, run_dir: Path, resume: bool = False) -> dict[str, Any
             returns = [None if math.isnan(logger.last_return[i]) or i in failures else float(logger.last_return[i])
                        for i in indices]
             finite = [r for r in returns if r is not None]
+            evaluated = [None if math.isnan(logger.eval_return[i]) or i in failures else float(logger.eval_return[i])
+                         for i in indices]
+            evaluated_finite = [r for r in evaluated if r is not None]
             return {
                 "status": status,
                 "algo": cfg.algo.name,
@@ -177,6 +186,9 @@ def run_training(cfg: Any, run_dir: Path, resume: bool = False) -> dict[str, Any
                 "final_return_mean": float(np.mean(finite)) if finite else None,
                 "final_return_std": sample_std(finite),
                 "returns_per_seed": returns,
+                # the last evaluation (eval.*): mean return of its episodes, per member
+                "eval_returns_per_seed": evaluated,
+                "eval_return_mean": float(np.mean(evaluated_finite)) if evaluated_finite else None,
                 "resumed": resume,
                 **extra,
             }
@@ -198,7 +210,8 @@ def run_training(cfg: Any, run_dir: Path, resume: bool = False) -> dict[str, Any
                                           "status": point_status,
                                           "final_return_mean": point_summary["final_return_mean"],
                                           "final_return_std": point_summary["final_return_std"],
-                                          "returns_per_seed": point_summary["returns_per_seed"]})
+                                          "returns_per_seed": point_summary["returns_per_seed"],
+                                          "eval_return_mean": point_summary["eval_return_mean"]})
             if failures:
                 summary["failed_members"] = [{"member": member_label(members[i]), "error": why}
                                              for i, why in sorted(failures.items())]
@@ -213,6 +226,7 @@ def run_training(cfg: Any, run_dir: Path, resume: bool = False) -> dict[str, Any
                 block_start = time.perf_counter()
                 runner, metrics = loop.run_block(runner)
                 seconds = time.perf_counter() - block_start
+                evaluation = pop_evaluation(metrics)
                 diverged = {i: found for i, found in non_finite_members(metrics, blocks_done * setup.block_len).items()
                             if i not in failures}
                 if diverged and (not vectorised or len(failures) + len(diverged) == len(members)):
@@ -225,6 +239,8 @@ def run_training(cfg: Any, run_dir: Path, resume: bool = False) -> dict[str, Any
                 blocks_done += 1
                 env_steps = blocks_done * steps_per_block
                 logger.log_block(metrics, env_steps, seconds, steps_per_block)
+                if evaluation is not None:
+                    logger.log_evaluation(evaluation.returns, evaluation.lengths, env_steps)
                 progress.update(env_steps, logger.mean_return(),
                                 steps_per_block * len(members) / max(seconds, 1e-9),
                                 force=blocks_done == setup.num_blocks)
