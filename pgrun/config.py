@@ -41,6 +41,7 @@ class AlgoConfig:
     max_grad_norm: float = 0.5
     anneal_lr: bool = False  # linear decay of the learning rate to 0
     norm_adv: bool = True  # normalise advantages (per minibatch for PPO, per batch otherwise)
+    log_std_init: float = 0.0  # initial log standard deviation of a Gaussian policy (continuous actions)
 
 
 @dataclass

@@ -76,10 +76,16 @@ class Policy:
     action_space: Space
     obs_dim: int
 
-    def init(self, key: jax.Array) -> dict[str, Any]:
+    def init(self, key: jax.Array, log_std_init: float | jax.Array = 0.0) -> dict[str, Any]:
+        """Fresh parameters; a Gaussian actor starts with every log-std at ``log_std_init``
+        (which may be traced, so members of a vectorised sweep can start from different values)."""
         k_actor, k_critic = jax.random.split(key)
         dummy = jnp.zeros((self.obs_dim,), jnp.float32)
-        return {"actor": self.actor.init(k_actor, dummy), "critic": self.critic.init(k_critic, dummy)}
+        actor = self.actor.init(k_actor, dummy)
+        if isinstance(self.actor, GaussianActor):
+            log_std = actor["params"]["log_std"]
+            actor = {**actor, "params": {**actor["params"], "log_std": jnp.full_like(log_std, log_std_init)}}
+        return {"actor": actor, "critic": self.critic.init(k_critic, dummy)}
 
     def dist(self, actor_params: Any, obs: jax.Array) -> Categorical | DiagGaussian:
         return self.actor.apply(actor_params, obs)

@@ -136,7 +136,7 @@ def init_train_state(setup: Setup, key: jax.Array, hparams: dict[str, jax.Array]
     if hparams is None:
         hparams = algo_hparams(setup.cfg.algo)
     hparams = {name: jnp.asarray(value, jnp.float32) for name, value in hparams.items()}
-    params = setup.policy.init(key)
+    params = setup.policy.init(key, hparams["log_std_init"])
     return TrainState(params=params, opt_state=setup.algorithm.init_opt_state(params),
                       obs_stats=RunningMeanStd.create((setup.policy.obs_dim,)),
                       reward_scaler=RewardScaler.create(setup.cfg.num_envs),

@@ -112,3 +112,19 @@ def test_initialisation_compiled_for_one_call_gives_the_same_weights():
     quick, usual = compile_run_once(init, keys)(keys), init(keys)
     for a, b in zip(jax.tree.leaves(quick), jax.tree.leaves(usual)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_gaussian_log_std_starts_at_the_configured_value(compose_cfg):
+    """algo.log_std_init sets the initial log-std; as a traced value it can differ per sweep member."""
+    from pgrun.train import build, init_train_state
+
+    setup = build(compose_cfg("algo=a2c", "env=Pendulum-v1", "algo.log_std_init=-2.0", "compile_cache_dir="))
+    state = init_train_state(setup, jax.random.PRNGKey(0))
+    log_std = np.asarray(state.params["actor"]["params"]["log_std"])
+    assert log_std.shape == (1,) and np.all(log_std == -2.0)
+    traced = jax.jit(lambda v: setup.policy.init(jax.random.PRNGKey(0), v))(jnp.float32(-0.5))
+    assert np.all(np.asarray(traced["actor"]["params"]["log_std"]) == -0.5)
+    # the rest of the actor is the same draw whatever the log-std
+    same = setup.policy.init(jax.random.PRNGKey(0), 0.0)
+    np.testing.assert_array_equal(np.asarray(traced["actor"]["params"]["MLP_0"]["Dense_0"]["kernel"]),
+                                  np.asarray(same["actor"]["params"]["MLP_0"]["Dense_0"]["kernel"]))
