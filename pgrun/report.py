@@ -7,13 +7,19 @@ alike, so a sweep can mix the two. Jobs that failed or never finished are
 listed with their status and error rather than dropped, so a report never
 looks better than the sweep was.
 
+Across seeds the table gives what Agarwal et al. (2021, "Deep Reinforcement
+Learning at the Edge of the Statistical Precipice") recommend for a handful of
+runs: the interquartile mean and the mean, each with a 95% stratified
+bootstrap confidence interval, the worst seed and, with ``--target``, the
+fraction of seeds at or above a score (see :mod:`pgrun.stats`).
+
     pgrun-report outputs/multirun/2025-01-01/12-00-00
-    pgrun-report SWEEP_DIR --group-by algo.name algo.lr
+    pgrun-report SWEEP_DIR --group-by algo.name algo.lr --target 475
     pgrun-report SWEEP_DIR --tag losses/entropy
 
-The learning-curve helpers (:func:`learning_curve`, :func:`align_curves`,
-:func:`confidence_band`) live here too, so ``scripts/plot_runs.py`` draws
-exactly the seeds this table counts.
+The learning-curve helpers (:func:`learning_curve`, :func:`align_curves`)
+live here too, so ``scripts/plot_runs.py`` draws exactly the seeds this table
+counts.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from pgrun import stats
 from pgrun.logger import seed_dirs
 
 RETURN_TAG = "charts/episodic_return"
@@ -47,6 +54,15 @@ MISSING = "(unset)"
 
 class ReportError(Exception):
     """A problem with the user's input: reported as one line, exit code 2."""
+
+
+def _per_seed(summary: dict[str, Any] | None, key: str) -> list[float | None]:
+    """A per-seed list of summary.json, anything but a finite number read as None."""
+    values = (summary or {}).get(key)
+    if not isinstance(values, list):
+        return []
+    return [float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+            for v in values]
 
 
 @dataclass
@@ -69,8 +85,12 @@ class Run:
     @property
     def returns_per_seed(self) -> list[float | None]:
         """Final return of each seed (None where no episode finished), in ``seeds`` order."""
-        values = (self.summary or {}).get("returns_per_seed") or []
-        return [None if v is None or not math.isfinite(v) else float(v) for v in values]
+        return _per_seed(self.summary, "returns_per_seed")
+
+    @property
+    def eval_returns_per_seed(self) -> list[float | None]:
+        """Return of each seed's last evaluation (None where it has none), in ``seeds`` order."""
+        return _per_seed(self.summary, "eval_returns_per_seed")
 
     @property
     def env_steps(self) -> int | None:
@@ -99,31 +119,43 @@ class Configuration:
         return [(run, seed, ret) for run in self.completed_runs
                 for seed, ret in zip(run.seeds, run.returns_per_seed) if ret is not None]
 
+    def eval_returns(self) -> list[tuple[Run, int, float]]:
+        """``(run, seed, last evaluation's return)`` for every seed of a completed job that has one."""
+        return [(run, seed, ret) for run in self.completed_runs
+                for seed, ret in zip(run.seeds, run.eval_returns_per_seed) if ret is not None]
+
     @property
     def seeds_without_return(self) -> int:
         return sum(ret is None for run in self.completed_runs for ret in run.returns_per_seed)
 
+    @property
+    def seeds_without_eval(self) -> int:
+        return sum(ret is None for run in self.completed_runs for ret in run.eval_returns_per_seed)
 
-@dataclass
-class ReturnStats:
-    """Across-seed statistics of final returns; ``std`` is the sample std (n-1), NaN for one seed."""
-
-    n: int
-    mean: float
-    std: float
-    median: float
+    @property
+    def envs(self) -> list[str]:
+        """The environment ids of its runs (one, unless --group-by left env.id out)."""
+        return list(dict.fromkeys(_value(run, "env.id") for run in self.runs if run.config is not None))
 
 
 @dataclass
 class Curve:
-    """A configuration's learning curve: mean over seeds with a two-sided confidence band."""
+    """A configuration's learning curve: the IQM over seeds with a 95% bootstrap band.
+
+    ``values`` holds every seed's curve on the common grid (``[seeds, steps]``).
+    """
 
     label: str
+    env: str
     steps: np.ndarray
-    mean: np.ndarray
+    values: np.ndarray
+    center: np.ndarray
     lower: np.ndarray
     upper: np.ndarray
-    num_seeds: int
+
+    @property
+    def num_seeds(self) -> int:
+        return int(self.values.shape[0])
 
 
 @dataclass
@@ -135,6 +167,7 @@ class Report:
     configurations: list[Configuration]
     common: list[tuple[str, str]]  # key/value pairs shared by every configuration, left out of labels
     tag: str = RETURN_TAG
+    target: float | None = None  # --target: the table gives the fraction of seeds at or above it
 
     def markdown(self) -> str:
         return markdown_report(self)
@@ -320,36 +353,6 @@ def group_runs(runs: Sequence[Run], group_by: Sequence[str] | None = None
 # ---------------------------------------------------------------- statistics
 
 
-def return_stats(values: Sequence[float]) -> ReturnStats | None:
-    """Mean, sample std and median across seeds; None without any value."""
-    if not values:
-        return None
-    array = np.asarray(values, dtype=float)
-    std = float(np.std(array, ddof=1)) if array.size > 1 else math.nan
-    return ReturnStats(int(array.size), float(np.mean(array)), std, float(np.median(array)))
-
-
-def confidence_band(values: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean over seeds (axis 0) and a Student-t confidence interval for it.
-
-    ``mean ± t_{(1+level)/2, n-1} · s / sqrt(n)`` with ``s`` the sample std:
-    with the handful of seeds RL runs have, a normal quantile (1.96) would
-    understate the uncertainty. With one seed there is no spread to estimate
-    and the band collapses onto the mean.
-    """
-    from scipy import stats
-
-    values = np.asarray(values, dtype=float)
-    if values.ndim == 1:
-        values = values[None, :]
-    n = values.shape[0]
-    mean = values.mean(axis=0)
-    if n < 2:
-        return mean, mean.copy(), mean.copy()
-    half = stats.t.ppf(0.5 + level / 2, n - 1) * values.std(axis=0, ddof=1) / math.sqrt(n)
-    return mean, mean - half, mean + half
-
-
 def align_curves(curves: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """Put seeds with (slightly) different step grids on one grid: ``(steps, values[seed, step])``.
 
@@ -401,22 +404,29 @@ def seed_curves(config: Configuration, tag: str = RETURN_TAG) -> list[tuple[np.n
     return curves
 
 
-def learning_curve(config: Configuration, tag: str = RETURN_TAG, level: float = 0.95) -> Curve | None:
-    """The configuration's mean curve and confidence band; None when no completed seed logged ``tag``."""
+def learning_curve(config: Configuration, tag: str = RETURN_TAG, level: float = stats.CONFIDENCE) -> Curve | None:
+    """The configuration's IQM curve over seeds and its bootstrap band; None when no completed seed logged ``tag``.
+
+    The band resamples seeds (:func:`pgrun.stats.bootstrap_band`), so unlike
+    a t-interval it never leaves the range the seeds span: two seeds at 0 and
+    500 on a task bounded by 0..500 give a band of 0..500, not -200..690.
+    With one seed it collapses onto the curve.
+    """
     steps, values = align_curves(seed_curves(config, tag))
     if steps.size == 0:
         return None
-    mean, lower, upper = confidence_band(values, level)
-    return Curve(config.label, steps, mean, lower, upper, values.shape[0])
+    lower, upper = stats.bootstrap_band(values, confidence=level)
+    return Curve(config.label, ", ".join(config.envs), steps, values, stats.iqm(values, axis=0), lower, upper)
 
 
 # ---------------------------------------------------------------- the report
 
 
-def build_report(root: Path, tag: str = RETURN_TAG, group_by: Sequence[str] | None = None) -> Report:
+def build_report(root: Path, tag: str = RETURN_TAG, group_by: Sequence[str] | None = None,
+                 target: float | None = None) -> Report:
     runs = load_runs(Path(root))
     configurations, common = group_runs(runs, group_by)
-    return Report(Path(root), runs, configurations, common, tag)
+    return Report(Path(root), runs, configurations, common, tag, target)
 
 
 def _cell(text: str) -> str:
@@ -465,23 +475,55 @@ def format_number(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
 
 
-def _stats_text(stats: ReturnStats | None) -> tuple[str, str]:
-    if stats is None:
-        return "—", "—"
-    spread = "" if math.isnan(stats.std) else f" ± {format_number(stats.std)}"
-    return f"{format_number(stats.mean)}{spread}", format_number(stats.median)
+def _estimate_text(value: float, interval: tuple[float, float] | None) -> str:
+    """``487.3 [451.2, 500]``; the bare value where there is no interval (one seed)."""
+    if interval is None:
+        return format_number(value)
+    return f"{format_number(value)} [{format_number(interval[0])}, {format_number(interval[1])}]"
+
+
+def _fraction_text(values: Sequence[float], target: float) -> str:
+    """``75% (3/4)``: seeds at or above the target."""
+    hits = sum(v >= target for v in values)
+    return f"{100 * hits / len(values):.0f}% ({hits}/{len(values)})"
+
+
+def _seeds_text(n: int, without: int, what: str) -> str:
+    return f"{n} (+{without} without {what})" if without else f"{n}"
+
+
+def _group_header(prefix: str, target: float | None) -> list[str]:
+    header = [f"{prefix}IQM [95% CI]", f"{prefix}mean [95% CI]", f"{prefix}worst", f"{prefix}std"]
+    return header + ([f"{prefix}≥ {format_number(target)}"] if target is not None else [])
+
+
+def _group_cells(values: Sequence[float], target: float | None) -> list[str]:
+    """IQM and mean with their intervals, worst seed, sample std and the fraction at the target."""
+    width = 4 + (target is not None)
+    if not values:
+        return ["—"] * width
+    summary = stats.summarize(values)
+    cells = [_estimate_text(summary["iqm"], summary["iqm_ci"]), _estimate_text(summary["mean"], summary["mean_ci"]),
+             format_number(summary["worst"]), "—" if summary["std"] is None else format_number(summary["std"])]
+    return cells + ([_fraction_text(values, target)] if target is not None else [])
 
 
 def markdown_report(report: Report) -> str:
-    """The sweep's table of final returns per configuration, with notes and the jobs that did not complete."""
+    """The sweep's table of final returns per configuration, with notes and the jobs that did not complete.
+
+    Evaluation returns get a column group of their own when some completed
+    seed has one (``eval_returns_per_seed`` in its summary.json).
+    """
     extra_tag = report.tag != RETURN_TAG
-    header = ["configuration", "seeds", "final return (mean ± std)", "median", "env steps"]
-    align = ["---", "---:", "---:", "---:", "---:"]
+    with_eval = any(config.eval_returns() for config in report.configurations)
+    header = ["configuration", "seeds", *_group_header("", report.target)]
+    if with_eval:
+        header += ["eval seeds", *_group_header("eval ", report.target)]
+    header.append("env steps")
     if extra_tag:
-        header.append(f"last {report.tag} (mean ± std)")
-        align.append("---:")
+        header.append(f"last {report.tag} (IQM [95% CI])")
     header.append("jobs")
-    align.append("---")
+    align = ["---"] + ["---:"] * (len(header) - 2) + ["---"]
     lines = [f"# pgrun report: {report.root}", ""]
     if report.common:
         lines += ["Common to every configuration: " + ", ".join(f"`{k}={v}`" for k, v in report.common), ""]
@@ -489,23 +531,32 @@ def markdown_report(report: Report) -> str:
     notes: list[str] = []
     for config in report.configurations:
         finals = config.final_returns()
-        mean, median = _stats_text(return_stats([ret for _, _, ret in finals]))
-        seeds = f"{len(finals)}"
-        if config.seeds_without_return:
-            seeds += f" (+{config.seeds_without_return} without a finished episode)"
-        steps = _steps_text([run.env_steps for run in config.completed_runs if run.env_steps is not None])
-        row = [_cell(config.label), seeds, mean, median, steps]
+        row = [_cell(config.label), _seeds_text(len(finals), config.seeds_without_return, "a finished episode"),
+               *_group_cells([ret for _, _, ret in finals], report.target)]
+        if with_eval:
+            evals = config.eval_returns()
+            row += [_seeds_text(len(evals), config.seeds_without_eval, "an evaluation"),
+                    *_group_cells([ret for _, _, ret in evals], report.target)]
+        row.append(_steps_text([run.env_steps for run in config.completed_runs if run.env_steps is not None]))
         if extra_tag:
-            lasts = [values[-1] for _, values in seed_curves(config, report.tag)]
-            row.append(_stats_text(return_stats(lasts))[0])
+            lasts = [float(values[-1]) for _, values in seed_curves(config, report.tag)]
+            row.append(_group_cells(lasts, None)[0])
         row.append(_cell(_jobs_cell(config, report.tag)))
         lines.append("| " + " | ".join(row) + " |")
         repeated = [seed for seed, count in Counter(seed for _, seed, _ in finals).items() if count > 1]
         if repeated:
             notes.append(f"`{config.label}` has seed(s) {', '.join(map(str, sorted(repeated)))} from more than one "
                          f"job: each copy is counted")
-    lines += ["", (f"Final return: each seed's last logged `{RETURN_TAG}` (its summary.json), completed jobs only; "
-                   f"± is the sample standard deviation across seeds (n−1).")]
+    lines += ["", f"Final return: each seed's last logged `{RETURN_TAG}` (its summary.json), completed jobs only."]
+    if with_eval:
+        lines.append("Eval: each seed's last periodic evaluation (`eval_returns_per_seed` in its summary.json).")
+    target = (f"; ≥ {format_number(report.target)}: the share of seeds at or above it"
+              if report.target is not None else "")
+    lines.append(f"Across seeds: IQM, the interquartile mean (the mean of the middle 50% of seeds; below 4 seeds, "
+                 f"the mean); [low, high], a 95% stratified bootstrap confidence interval (percentile, "
+                 f"{stats.REPS:,d} resamples of the seeds, fixed seed), from 2 seeds on; worst, the lowest seed; "
+                 f"std, the sample standard deviation (n−1){target}. Following Agarwal et al. (2021), "
+                 f"\"Deep Reinforcement Learning at the Edge of the Statistical Precipice\".")
     lines += [f"Note: {note}" for note in notes]
     not_completed = [run for run in report.runs if not run.completed]
     if not_completed:
@@ -525,6 +576,13 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         fail(self.prog, f"{message} (see {self.prog} --help)")
 
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> argparse.Namespace:
+        parsed = super().parse_args(args, namespace)
+        target = getattr(parsed, "target", None)
+        if target is not None and not math.isfinite(target):
+            self.error(f"argument --target: {target} is not a finite number")
+        return parsed
+
 
 def fail(prog: str, message: str) -> NoReturn:
     print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
@@ -532,7 +590,7 @@ def fail(prog: str, message: str) -> NoReturn:
 
 
 def argument_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """The arguments every sweep-reading command takes: SWEEP_DIR, --tag, --group-by."""
+    """The arguments every sweep-reading command takes: SWEEP_DIR, --tag, --group-by, --target."""
     parser = _Parser(prog=prog, description=description)
     parser.add_argument("sweep_dir", type=Path, metavar="SWEEP_DIR",
                         help="a sweep directory (outputs/multirun/<date>/<time>) or any directory above run dirs")
@@ -541,6 +599,9 @@ def argument_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser.add_argument("--group-by", nargs="+", action="extend", metavar="KEY",
                         help="config keys that define a configuration (default: algo.name, env.id and every "
                              "overridden key except seed, num_seeds, quiet and hydra.*)")
+    parser.add_argument("--target", type=float, metavar="X",
+                        help="also give the fraction of seeds whose final (and evaluation) return is at or "
+                             "above X, say 475 for CartPole-v1")
     return parser
 
 
@@ -550,7 +611,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                                              "printed and written to SWEEP_DIR/report.md.")
     args = parser.parse_args(argv)
     try:
-        text = build_report(args.sweep_dir, args.tag, args.group_by).markdown()
+        text = build_report(args.sweep_dir, args.tag, args.group_by, args.target).markdown()
     except ReportError as err:
         fail(parser.prog, str(err))
     print(text, end="", flush=True)

@@ -10,6 +10,11 @@ The directory the report reads holds, at different depths:
 
 Every run shares ``algo.anneal_lr=false`` so that runs of one seed count reuse one
 compiled program whatever their length, which keeps the module well under a minute.
+
+Across seeds the table gives IQM and mean with 95% stratified bootstrap intervals,
+the worst seed and the sample std (pgrun.stats, itself checked against rliable in
+test_stats.py); these tests check the table holds exactly those numbers for the
+seeds the summaries hold.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -26,9 +33,9 @@ import numpy as np
 import pytest
 from conftest import compose_config
 from omegaconf import OmegaConf
-from scipy import stats
+from scipy import stats as scipy_stats
 
-from pgrun import report
+from pgrun import report, stats
 from pgrun.run import run_training
 from pgrun.train import TrainingError
 
@@ -77,11 +84,40 @@ def summaries(root: Path) -> list[dict]:
     return found
 
 
+def header(markdown: str) -> list[str]:
+    line = next(line for line in markdown.splitlines() if line.startswith("| configuration"))
+    return [c.strip() for c in line.strip("| ").split(" | ")]
+
+
 def rows(markdown: str) -> dict[str, list[str]]:
     """Table rows by configuration label."""
     table = [line for line in markdown.splitlines() if line.startswith("| ") and "---" not in line][1:]
     cells = [[c.strip() for c in line.strip("| ").split(" | ")] for line in table]
     return {c[0]: c for c in cells}
+
+
+def cells(markdown: str) -> dict[str, dict[str, str]]:
+    """Table cells by configuration label, then column."""
+    names = header(markdown)
+    return {label: dict(zip(names, row)) for label, row in rows(markdown).items()}
+
+
+def has_eval(root: Path) -> bool:
+    """Whether some completed seed has an evaluation return (pgrun's periodic evaluation, when on)."""
+    return any(r is not None for s in summaries(root) if s["status"] == "completed"
+               for r in s.get("eval_returns_per_seed") or [])
+
+
+def group(prefix: str = "", target: str | None = None) -> list[str]:
+    names = [f"{prefix}IQM [95% CI]", f"{prefix}mean [95% CI]", f"{prefix}worst", f"{prefix}std"]
+    return names + ([f"{prefix}≥ {target}"] if target else [])
+
+
+def expected_header(root: Path, target: str | None = None) -> list[str]:
+    names = ["configuration", "seeds", *group("", target)]
+    if has_eval(root):
+        names += ["eval seeds", *group("eval ", target)]
+    return names + ["env steps", "jobs"]
 
 
 def by_label(built: report.Report) -> dict[str, report.Configuration]:
@@ -93,32 +129,106 @@ SHORT, LONG, DIVERGED = ("ppo CartPole-v1 algo.lr=0.00025 total_timesteps=6144",
                          "ppo CartPole-v1 algo.lr=1e+30 total_timesteps=6144")
 
 
+def estimate(value: float, interval: tuple[float, float]) -> str:
+    return f"{report.format_number(value)} [{report.format_number(interval[0])}, {report.format_number(interval[1])}]"
+
+
+def returns_of(root: Path, steps: int, key: str = "returns_per_seed") -> list[float]:
+    """The per-seed values of one configuration's completed jobs, read straight from summary.json."""
+    done = [s for s in summaries(root) if s["status"] == "completed"]
+    return [r for s in done if s["total_timesteps"] == steps and s["lr"] < 1 for r in s[key]]
+
+
 def test_table_counts_seeds_and_matches_the_summaries(root, capsys):
     report.main([str(root)])
     printed = capsys.readouterr().out
     assert (root / "report.md").read_text() == printed
-    table = rows(printed)
+    table = cells(printed)
     assert set(table) == {SHORT, LONG, DIVERGED}
     assert "Common to every configuration: `algo.anneal_lr=false`, `log_interval=2`" in printed
+    assert header(printed) == expected_header(root)
+    assert "Agarwal et al. (2021)" in printed and "stratified bootstrap" in printed
 
-    done = [s for s in summaries(root) if s["status"] == "completed"]
+    keys = [("", "returns_per_seed")] + ([("eval ", "eval_returns_per_seed")] if has_eval(root) else [])
     for label, steps, seeds in ((SHORT, 6144, 4), (LONG, 8192, 2)):
-        returns = [r for s in done if s["total_timesteps"] == steps and s["lr"] < 1 for r in s["returns_per_seed"]]
-        assert len(returns) == seeds
-        _, n, mean_std, median, env_steps, _ = table[label]
-        assert n == str(seeds) and env_steps == f"{steps:,d}"
-        assert mean_std == f"{report.format_number(np.mean(returns))} ± {report.format_number(np.std(returns, ddof=1))}"
-        assert median == report.format_number(np.median(returns))
-        stats_ = report.return_stats([r for _, _, r in by_label(report.build_report(root))[label].final_returns()])
-        assert stats_.mean == pytest.approx(np.mean(returns)) and stats_.n == seeds
-    assert table[SHORT][-1].startswith("3 completed; 1 unfinished (no summary.json")
-    assert table[LONG][-1] == "2 completed"
+        row = table[label]
+        assert row["seeds"] == str(seeds) and row["env steps"] == f"{steps:,d}"
+        for prefix, key in keys:
+            returns = returns_of(root, steps, key)
+            assert len(returns) == seeds and row[f"{prefix}seeds".strip()] == str(seeds)
+            # The IQM is scipy's 25% trimmed mean; both intervals are the stratified bootstrap's, seed 0.
+            iqm = scipy_stats.trim_mean(returns, 0.25)
+            assert row[f"{prefix}IQM [95% CI]"] == estimate(iqm, stats.bootstrap_ci(returns, stats.iqm))
+            assert row[f"{prefix}mean [95% CI]"] == estimate(np.mean(returns), stats.bootstrap_ci(returns, np.mean))
+            assert row[f"{prefix}worst"] == report.format_number(min(returns))
+            assert row[f"{prefix}std"] == report.format_number(np.std(returns, ddof=1))
+            for low, high in (stats.bootstrap_ci(returns, stats.iqm), stats.bootstrap_ci(returns, np.mean)):
+                assert min(returns) <= low <= high <= max(returns)
+    assert table[SHORT]["jobs"].startswith("3 completed; 1 unfinished (no summary.json")
+    assert table[LONG]["jobs"] == "2 completed"
+
+
+def test_target_gives_the_fraction_of_seeds_at_or_above_it(root, capsys):
+    returns = sorted(returns_of(root, 6144))
+    target = returns[1]  # the two lowest seeds' returns are distinct: 3 of the 4 are at or above it
+    assert returns[0] < target
+    report.main([str(root), "--target", repr(target)])
+    printed = capsys.readouterr().out
+    column = f"≥ {report.format_number(target)}"
+    assert header(printed) == expected_header(root, report.format_number(target))
+    table = cells(printed)
+    assert table[SHORT][column] == "75% (3/4)"
+    hits = sum(r >= target for r in returns_of(root, 8192))
+    assert table[LONG][column] == f"{100 * hits / 2:.0f}% ({hits}/2)"
+    assert table[DIVERGED][column] == "—"
+
+
+def test_one_seed_shows_no_interval_and_no_spread(root):
+    single = next(p for p in sorted((root / "sweep").iterdir()) if (p / ".hydra" / "config.yaml").is_file())
+    (row,) = cells(report.build_report(single).markdown()).values()
+    assert row["seeds"] == "1" and row["IQM [95% CI]"] == row["mean [95% CI]"] == row["worst"]
+    assert "[" not in row["IQM [95% CI]"] and row["std"] == "—"
+    assert "±" not in report.build_report(root).markdown()
+
+
+def test_evaluation_returns_get_their_own_columns(root, tmp_path):
+    copy = tmp_path / "sweep"
+    shutil.copytree(root / "sweep", copy)
+    for path in copy.rglob("summary.json"):  # what periodic evaluation writes beside the training returns
+        summary = json.loads(path.read_text())
+        summary["eval_returns_per_seed"] = [500.0 - r for r in summary["returns_per_seed"]]
+        path.write_text(json.dumps(summary))
+    printed = report.build_report(copy, target=250.0).markdown()
+    assert header(printed) == ["configuration", "seeds", *group("", "250"), "eval seeds", *group("eval ", "250"),
+                               "env steps", "jobs"]
+    assert "`eval_returns_per_seed`" in printed
+    for steps in (6144, 8192):
+        row = cells(printed)[f"ppo CartPole-v1 total_timesteps={steps}"]  # no run of this copy overrides algo.lr
+        evals = [500.0 - r for r in returns_of(copy, steps)]
+        assert row["seeds"] == row["eval seeds"] == "2"
+        assert row["eval IQM [95% CI]"] == estimate(stats.iqm(evals), stats.bootstrap_ci(evals, stats.iqm))
+        assert row["eval worst"] == report.format_number(min(evals))
+        hits = sum(e >= 250 for e in evals)
+        assert row["eval ≥ 250"] == f"{100 * hits / 2:.0f}% ({hits}/2)"
+
+
+def test_without_evaluation_there_are_no_eval_columns(root, tmp_path):
+    copy = tmp_path / "sweep"
+    shutil.copytree(root / "sweep", copy)
+    for path in copy.rglob("summary.json"):  # evaluation off: a None per seed, or no key at all
+        summary = json.loads(path.read_text())
+        summary["eval_returns_per_seed"] = [None] * len(summary["returns_per_seed"])
+        path.write_text(json.dumps(summary))
+    names = header(report.build_report(copy).markdown())
+    assert names == ["configuration", "seeds", *group(), "env steps", "jobs"]
 
 
 def test_failed_and_unfinished_jobs_are_listed_with_their_error(root):
-    markdown = report.build_report(root).markdown()
-    _, n, mean_std, *_, jobs = rows(markdown)[DIVERGED]
-    assert n == "0" and mean_std == "—"
+    markdown = report.build_report(root, target=100.0).markdown()
+    row = cells(markdown)[DIVERGED]
+    assert row["seeds"] == "0"
+    assert all(row[name] == "—" for name in group("", "100"))
+    jobs = row["jobs"]
     assert jobs.startswith("1 failed at 0 env steps: ") and "non-finite" in jobs
     section = markdown.split("## Jobs that did not complete", 1)[1]
     assert "`extra/diverged` (seeds 7): failed" in section and "non-finite" in section
@@ -132,23 +242,32 @@ def test_group_by_merges_configurations(root):
     assert [r.status for r in config.runs].count("failed") == 1
 
 
-def test_learning_curve_uses_every_seed_of_the_event_files(root):
+def test_learning_curve_is_the_iqm_with_a_band_within_the_seeds(root):
     config = by_label(report.build_report(root))[SHORT]
     curve = report.learning_curve(config)
-    assert curve is not None and curve.num_seeds == 4
-    assert curve.steps[-1] == 6144 and np.all(curve.lower <= curve.mean) and np.all(curve.mean <= curve.upper)
+    assert curve is not None and curve.num_seeds == 4 and curve.env == "CartPole-v1"
+    assert curve.steps[-1] == 6144
+    np.testing.assert_allclose(curve.center, scipy_stats.trim_mean(curve.values, 0.25, axis=0))
+    assert np.all(curve.lower <= curve.center + 1e-9) and np.all(curve.center <= curve.upper + 1e-9)
+    # Resampled seeds: the band never leaves the range the seeds span (a t-band did, on few seeds).
+    assert np.all(curve.values.min(axis=0) <= curve.lower) and np.all(curve.upper <= curve.values.max(axis=0))
+    assert np.any(curve.upper > curve.lower)
     # The last logged return of each seed is its final return in summary.json.
     finals = [r for _, _, r in config.final_returns()]
-    assert curve.mean[-1] == pytest.approx(np.mean(finals), rel=1e-6)
+    assert curve.center[-1] == pytest.approx(stats.iqm(finals), rel=1e-6)
 
 
-def test_plot_writes_a_png_and_prints_the_table(root, tmp_path, capsys):
+def load_plot_runs():
     pytest.importorskip("matplotlib")
     spec = importlib.util.spec_from_file_location("plot_runs", SCRIPT)
     plot_runs = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(plot_runs)
+    return plot_runs
+
+
+def test_plot_writes_a_png_and_prints_the_table(root, tmp_path, capsys):
     out = tmp_path / "curves.png"
-    plot_runs.main([str(root), "--out", str(out)])
+    load_plot_runs().main([str(root), "--out", str(out)])
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) > 10_000
     width, height = struct.unpack(">II", data[16:24])
@@ -156,18 +275,34 @@ def test_plot_writes_a_png_and_prints_the_table(root, tmp_path, capsys):
     assert set(rows(capsys.readouterr().out)) == {SHORT, LONG, DIVERGED}
 
 
-def test_confidence_band_is_the_t_interval():
-    values = np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 7.0], [0.0, 3.0, 5.0], [4.0, 4.0, 4.0]])
-    mean, lower, upper = report.confidence_band(values)
-    low, high = stats.t.interval(0.95, df=3, loc=values.mean(axis=0), scale=stats.sem(values, axis=0))
-    np.testing.assert_allclose(mean, [1.75, 3.25, 4.75])
-    np.testing.assert_allclose(lower, low)
-    np.testing.assert_allclose(upper, high)
-    # t_{0.975, 3} = 3.182446...; first column: s = 1.707825, half width = 3.182446 * 1.707825 / 2
-    assert upper[0] - mean[0] == pytest.approx(3.1824463 * np.std(values[:, 0], ddof=1) / 2, rel=1e-6)
-    single = report.confidence_band(values[:1])
-    np.testing.assert_array_equal(single[1], values[0])
-    np.testing.assert_array_equal(single[2], values[0])
+def svg_texts(path: Path) -> set[str]:
+    """The figure's texts: matplotlib draws text as paths in SVG, each after a comment holding its string."""
+    text = path.read_text()
+    assert text.lstrip().startswith("<?xml") and "<svg" in text
+    return set(re.findall(r"<!-- (.*?) -->", text))
+
+
+def test_plot_format_follows_the_extension_and_draws_the_profile(root, tmp_path, capsys):
+    curves, profile = tmp_path / "curves.pdf", tmp_path / "profile.svg"
+    load_plot_runs().main([str(root), "--out", str(curves), "--profile", str(profile), "--target", "100"])
+    assert curves.read_bytes().startswith(b"%PDF")
+    texts = svg_texts(profile)
+    assert {"CartPole-v1", "final episodic return threshold τ", "fraction of seeds with final return ≥ τ",
+            "target 100", f"{SHORT} (n=4)", f"{LONG} (n=2)"} <= texts
+    assert "≥ 100" in capsys.readouterr().out
+    svg_curves = tmp_path / "curves.svg"
+    load_plot_runs().main([str(root), "--out", str(svg_curves)])
+    texts = svg_texts(svg_curves)
+    assert {"CartPole-v1", "environment steps", "episodic return", f"{SHORT} (n=4)"} <= texts
+    assert any("IQM over seeds" in t for t in texts)
+
+
+def test_plot_refuses_an_extension_it_cannot_write(root, tmp_path):
+    result = subprocess.run([sys.executable, str(SCRIPT), str(root), "--out", str(tmp_path / "curves.xyz")],
+                            env=ENV, capture_output=True, text=True, timeout=120, check=False)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and result.stdout == "", result.stderr
+    assert len(lines) == 1 and "curves.xyz" in lines[0] and ".pdf" in lines[0], result.stderr
 
 
 def test_align_curves_interpolates_within_the_common_range():
