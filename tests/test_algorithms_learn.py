@@ -1,5 +1,10 @@
-"""Every algorithm learns CartPole-v1 a little with its defaults (a regression
-alarm, not a benchmark: see scripts/benchmark_learning.py for the real targets)."""
+"""Every algorithm learns with its defaults, judged by where training ends: a regression
+alarm, not a benchmark (scripts/benchmark_learning.py has the real targets).
+
+The final logged point (the mean return of the episodes that ended in the last
+logging block), not the best one, must clear a level a random policy cannot
+reach, so an algorithm that learns and then collapses fails too.
+"""
 
 import pytest
 
@@ -7,25 +12,27 @@ from conftest import compose_config
 from pgrun.run import run_training
 from test_learning import logged
 
-# (algo, env steps, best mean return the run must reach). A uniformly random
-# policy averages about 22 on CartPole-v1.
-SMOKE = [
-    ("reinforce", 60_000, 60),
-    ("a2c", 60_000, 100),
-    ("npg", 60_000, 100),
-    ("trpo", 60_000, 100),
-    ("ppo", 60_000, 100),
+# (algo, env, env steps, level the final point must exceed). A uniformly random policy averages
+# about 22 on CartPole-v1 and about -1200 on Pendulum-v1 (a final point averages a logging block's
+# tens of episodes). Levels sit well below what seeds 1-4 reached at these budgets.
+CASES = [
+    ("reinforce", "CartPole-v1", 60_000, 100),
+    ("a2c", "CartPole-v1", 60_000, 75),
+    ("npg", "CartPole-v1", 60_000, 200),
+    ("trpo", "CartPole-v1", 60_000, 200),
+    ("ppo", "CartPole-v1", 60_000, 150),
+    ("ppo", "Pendulum-v1", 150_000, -600),
+    ("trpo", "Pendulum-v1", 150_000, -600),
 ]
 
 
-@pytest.mark.parametrize("algo,steps,threshold", SMOKE, ids=[s[0] for s in SMOKE])
-def test_algorithm_improves_on_cartpole(tmp_path, algo, steps, threshold):
-    cfg = compose_config(f"algo={algo}", "env=CartPole-v1", "seed=1", f"total_timesteps={steps}", "quiet=true")
-    summary = run_training(cfg, tmp_path)
+@pytest.mark.parametrize("algo,env,steps,level", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
+def test_final_return_clears_what_a_random_policy_reaches(tmp_path, algo, env, steps, level):
+    cfg = compose_config(f"algo={algo}", f"env={env}", "seed=1", f"total_timesteps={steps}", "quiet=true")
+    run_training(cfg, tmp_path)
     curve = logged(tmp_path, "charts/episodic_return")
-    best = max(value for _, value in curve)
-    assert best >= threshold, f"{algo}: best mean return {best:.1f} < {threshold}; curve {curve}"
-    assert summary["status"] == "completed"
+    final = curve[-1][1]
+    assert final > level, f"{algo} on {env}: final mean return {final:.1f} <= {level}; curve {curve}"
 
 
 @pytest.mark.parametrize("objective", ["kl_adaptive", "kl_fixed", "none"])
