@@ -12,12 +12,15 @@ each seed's critic ended: the fraction of second-layer tanh units with
 balancing policy visits. A saturated layer gives the same value everywhere,
 so the advantages lose their baseline and the critic its gradient.
 
-    python scripts/ablation_ppo_reliability.py --write           # every variant, seeds 0-31
+    python scripts/ablation_ppo_reliability.py --write --resume  # every PPO variant, seeds 0-31
+    python scripts/ablation_ppo_reliability.py --write --resume --variants a2c_before a2c_reward_scaling \
+        a2c_no_entropy a2c_default a2c_sb3                          # the A2C study
     python scripts/ablation_ppo_reliability.py --variants default value_clip --seeds 8
 
 Each variant runs in a subprocess of its own (patches never leak between
-variants); the table goes to stdout and, with ``--write``, to
-docs/benchmarks.md.
+variants) and its per-seed figures are appended to ``--results``, so a run
+that was stopped continues with ``--resume``; the table goes to stdout and,
+with ``--write``, to docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -38,23 +41,42 @@ HERE = Path(__file__).resolve().parent
 TOTAL_STEPS = 500_000
 
 # name -> (what it changes, overrides, patch name or None)
+BEFORE = ["env.normalize_reward=false", "algo.clip_vloss=false"]  # pgrun's PPO defaults before this study
 VARIANTS: dict[str, tuple[str, list[str], str | None]] = {
-    "unclipped": ("value loss unclipped (pgrun's default before this study)", ["algo.clip_vloss=false"], None),
-    "default": ("value loss clipped to clip_eps around the rollout's values (pgrun's default now; "
-                "PureJaxRL, CleanRL)", ["algo.clip_vloss=true"], None),
-    "unclipped_truncation_terminal": ("unclipped, and a time-limit truncation treated as termination "
-                                      "(PureJaxRL's handling)", ["algo.clip_vloss=false"], "truncation_terminal"),
-    "purejaxrl": ("clipped, and truncation treated as termination: PureJaxRL's ppo.py point for point",
-                  ["algo.clip_vloss=true"], "truncation_terminal"),
-    "unclipped_small_targets": ("unclipped, rewards x 0.1 for the critic and advantages only (value targets "
-                                "10x smaller)", ["algo.clip_vloss=false"], "reward_scale_0.1"),
-    "lr_per_iteration": ("clipped, learning rate annealed per iteration instead of per minibatch step "
-                         "(PureJaxRL's schedule)", ["algo.clip_vloss=true"], "lr_per_iteration"),
-    "jax_permutation": ("clipped, minibatches shuffled by jax.random.permutation instead of pgrun's sort "
-                        "of packed keys", ["algo.clip_vloss=true"], "jax_permutation"),
-    "unclipped_batch_adv_norm": ("unclipped, advantages normalised over the whole batch, not per minibatch",
-                                 ["algo.clip_vloss=false", "algo.norm_adv=false"], "batch_adv_norm"),
+    "before": ("pgrun's defaults before this study: raw rewards, value loss unclipped", BEFORE, None),
+    "value_clip": ("value loss clipped to clip_eps around the rollout's values (PureJaxRL, CleanRL)",
+                   ["env.normalize_reward=false", "algo.clip_vloss=true"], None),
+    "truncation_terminal": ("a time-limit truncation treated as termination (PureJaxRL's handling)", BEFORE,
+                            "truncation_terminal"),
+    "purejaxrl": ("value loss clipped and truncation treated as termination: PureJaxRL's ppo.py point for point",
+                  ["env.normalize_reward=false", "algo.clip_vloss=true"], "truncation_terminal"),
+    "small_targets": ("rewards x 0.1 for the critic and advantages (value targets 10x smaller)", BEFORE,
+                      "reward_scale_0.1"),
+    "reward_scaling": ("rewards divided by a running std of the discounted return (env.normalize_reward)",
+                       ["env.normalize_reward=true", "algo.clip_vloss=false"], None),
+    "default": ("reward scaling and the clipped value loss: pgrun's defaults now",
+                ["env.normalize_reward=true", "algo.clip_vloss=true"], None),
+    "lr_per_iteration": ("learning rate annealed per iteration instead of per minibatch step (PureJaxRL's "
+                         "schedule)", BEFORE, "lr_per_iteration"),
+    "jax_permutation": ("minibatches shuffled by jax.random.permutation instead of pgrun's sort of packed keys",
+                        BEFORE, "jax_permutation"),
+    "batch_adv_norm": ("advantages normalised over the whole batch, not per minibatch",
+                       BEFORE + ["algo.norm_adv=false"], "batch_adv_norm"),
+    # A2C, CartPole-v1 defaults (4 envs x 16 steps, lr 7e-4 annealed, n-step returns), one change at a time.
+    "a2c_before": ("A2C with pgrun's defaults before this study: raw rewards, entropy bonus 0.01",
+                   ["algo=a2c", "env.normalize_reward=false", "algo.ent_coef=0.01"], None),
+    "a2c_reward_scaling": ("A2C, rewards scaled (env.normalize_reward), entropy bonus 0.01",
+                           ["algo=a2c", "env.normalize_reward=true", "algo.ent_coef=0.01"], None),
+    "a2c_no_entropy": ("A2C, raw rewards, no entropy bonus", ["algo=a2c", "env.normalize_reward=false",
+                                                              "algo.ent_coef=0.0"], None),
+    "a2c_default": ("A2C with rewards scaled and no entropy bonus: pgrun's defaults now",
+                    ["algo=a2c", "env.normalize_reward=true", "algo.ent_coef=0.0"], None),
+    "a2c_sb3": ("A2C as Stable-Baselines3's defaults with the zoo's 8 CartPole envs, as far as pgrun expresses "
+                "them: 8 envs x 5 steps, constant lr 7e-4, no entropy bonus, raw rewards (Adam, not RMSprop)",
+                ["algo=a2c", "env.normalize_reward=false", "algo.ent_coef=0.0", "num_envs=8", "algo.num_steps=5",
+                 "algo.anneal_lr=false"], None),
 }
+PPO_VARIANTS = [name for name in VARIANTS if not name.startswith("a2c_")]
 
 
 def apply_patch(name: str | None) -> None:
@@ -128,7 +150,8 @@ def run_variant(name: str, seeds: int, first_seed: int, steps: int) -> dict:
     apply_patch(patch)
     register_configs()
     with initialize_config_dir(str(conf_dir()), version_base=None):
-        cfg = compose("config", overrides=["algo=ppo", "env=CartPole-v1", f"total_timesteps={steps}",
+        algo = [] if any(o.startswith("algo=") for o in overrides) else ["algo=ppo"]
+        cfg = compose("config", overrides=[*algo, "env=CartPole-v1", f"total_timesteps={steps}",
                                            f"num_seeds={seeds}", f"seed={first_seed}", "quiet=true",
                                            "compile_cache_dir=", *overrides])
     with tempfile.TemporaryDirectory() as tmp:
@@ -144,7 +167,8 @@ def row(result: dict, seeds: int, first_seed: int) -> str:
     what, overrides, patch = VARIANTS[name]
     r = np.asarray(result["returns"], float)
     sat = np.asarray(result["saturation"])
-    command = f"`--variants {name}`"
+    changes = " ".join(overrides) + (f" + patch `{patch}`" if patch else "")
+    command = f"`--variants {name}`: {changes}"
     return (f"| {name} | {what} | {command} | {first_seed}-{first_seed + seeds - 1} | {r.mean():.1f} | "
             f"{np.median(r):.1f} | {r.min():.1f} | {int((r < 450).sum())} | {sat.mean():.2f} | "
             f"{int((sat > 0.9).sum())} |")
@@ -155,7 +179,8 @@ def table(results: list[dict], seeds: int, first_seed: int, steps: int, command:
 
     lines = [
         f"Written by `{command}` on {datetime.date.today().isoformat()} ({platform.machine()}, "
-        f"{platform.python_version()}, jax {jax.__version__}). PPO, CartPole-v1 defaults, "
+        f"{platform.python_version()}, jax {jax.__version__}). CartPole-v1 with the algorithm's defaults but for the "
+        "overrides shown, "
         f"{steps:,d} steps per seed; final return = mean return of the episodes that ended in the last "
         "10 iterations; saturation = fraction of the critic's last hidden tanh units with |tanh| > 0.99 over "
         "2,048 states (mean over seeds), dead critics = seeds with more than 90% saturated.",
@@ -170,23 +195,40 @@ def table(results: list[dict], seeds: int, first_seed: int, steps: int, command:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=PPO_VARIANTS,
+                        help="default: the PPO variants; the a2c_ ones compare A2C the same way")
     parser.add_argument("--seeds", type=int, default=32)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=TOTAL_STEPS, help="env steps per seed")
     parser.add_argument("--write", action="store_true", help="replace the ablation block of docs/benchmarks.md")
+    parser.add_argument("--results", type=Path, default=HERE.parent / "docs" / "reliability_ablation.jsonl",
+                        help="JSON lines, one finished variant each (with per-seed returns)")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse the variants already in --results (same seeds and steps)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one variant and print JSON
     args = parser.parse_args()
     if args.one:
         print(json.dumps(run_variant(args.one, args.seeds, args.first_seed, args.steps)))
         return
     results = []
+    cached = {}
+    if args.resume and args.results.exists():
+        for line in args.results.read_text().splitlines():
+            item = json.loads(line)
+            if (item["seeds"], item["first_seed"], item["steps"]) == (args.seeds, args.first_seed, args.steps):
+                cached[item["variant"]] = item
     for name in args.variants:
+        if name in cached:
+            results.append(cached[name])
+            continue
         out = subprocess.run([sys.executable, __file__, "--one", name, "--seeds", str(args.seeds),
                               "--first-seed", str(args.first_seed), "--steps", str(args.steps)], capture_output=True, text=True)
         if out.returncode != 0:
             sys.exit(f"variant {name} failed:\n{out.stderr[-3000:]}")
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        results.append({**json.loads(out.stdout.strip().splitlines()[-1]), "seeds": args.seeds,
+                        "first_seed": args.first_seed, "steps": args.steps})
+        with args.results.open("a") as log:
+            log.write(json.dumps(results[-1]) + "\n")
         print(row(results[-1], args.seeds, args.first_seed), flush=True)
     command = "python scripts/ablation_ppo_reliability.py " + " ".join(sys.argv[1:])
     text = table(results, args.seeds, args.first_seed, args.steps, command.strip())
@@ -195,7 +237,10 @@ def main() -> None:
         sys.path.insert(0, str(HERE))
         from docs_section import write_block
 
-        write_block("ppo-reliability", text, "## Why PPO seeds collapsed on CartPole-v1")
+        if all(name.startswith("a2c_") for name in args.variants):
+            write_block("a2c-reliability", text, "## A2C on CartPole-v1: the same study")
+        else:
+            write_block("ppo-reliability", text, "## Why PPO seeds collapsed on CartPole-v1")
 
 
 if __name__ == "__main__":
