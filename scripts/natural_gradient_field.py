@@ -173,12 +173,27 @@ def plot(out: Path, horizon: int = HORIZON, s0_var: float = S0_VAR, arrows: int 
     plt.close(fig)
 
 
+def summary_text(horizon: int = HORIZON, s0_var: float = S0_VAR, sigma: float = 0.05,
+                 gains: Sequence[float] = (0.0, -1.5)) -> str:
+    """The figures the documentation quotes: how steeply the vanilla gradient points at
+    sigma = 0 (|dJ/dsigma| / |dJ/dk|) at a small sigma, and the best gain as sigma -> 0."""
+    ratios = []
+    for k in gains:
+        grad = np.asarray(vanilla_gradient(jnp.asarray(k), jnp.asarray(sigma), horizon, s0_var))
+        ratios.append(f"{abs(grad[1]) / abs(grad[0]):.1f} at k = {k:g}")
+    k_star = optimal_gain(1e-3, horizon, s0_var)
+    return (f"At sigma = {sigma:g} the vanilla gradient's |dJ/dsigma| / |dJ/dk| is {', '.join(ratios)}; "
+            f"the best gain as sigma -> 0 is k* = {k_star:.3f} (T = {horizon}, s0 variance {s0_var:g}).")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="natural_gradient_field.py", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"PNG to write (default: {DEFAULT_OUT})")
     parser.add_argument("--horizon", type=int, default=HORIZON, help=f"episode length T (default: {HORIZON})")
     parser.add_argument("--s0-var", type=float, default=S0_VAR,
                         help="variance of the start state; 0 starts every episode at s = 0 (default)")
+    parser.add_argument("--write", action="store_true",
+                        help="also write the quoted figures into docs/benchmarks.md")
     args = parser.parse_args(argv)
     if args.horizon < 2:
         parser.error("--horizon must be at least 2 (with one step the k-direction carries no information)")
@@ -193,6 +208,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     except OSError as err:
         parser.exit(1, f"natural_gradient_field.py: cannot write {args.out} ({err.strerror or err})\n")
     print(f"wrote {args.out}", file=sys.stderr)
+    text = summary_text(args.horizon, args.s0_var)
+    print(text)
+    if args.write:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from docs_section import write_block
+
+        write_block("natural-gradient-field", f"Written by `python scripts/natural_gradient_field.py --write`: {text}",
+                    "## Natural vs vanilla gradient")
 
 
 if __name__ == "__main__":
