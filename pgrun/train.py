@@ -453,8 +453,15 @@ class GymLoop:
 
     @staticmethod
     def restore(runner: GymRunner, saved: dict) -> GymRunner:
+        """The saved learner, with what belonged to the unfinished episodes cleared: the host
+        environments restart theirs, so a saved partial return or length (and the reward
+        scaler's running discounted return) would be added to a new episode."""
         state = restore_into({"train": runner.train, "key": runner.key}, saved)
-        return GymRunner(state["train"], runner.obs, state["key"])
+        train = state["train"]
+        train = train.replace(episodes=jax.tree.map(jnp.zeros_like, train.episodes),
+                              reward_scaler=train.reward_scaler.replace(
+                                  returns=jnp.zeros_like(train.reward_scaler.returns)))
+        return GymRunner(train, runner.obs, state["key"])
 
 
 def make_loop(setup: Setup) -> JaxLoop | GymLoop:

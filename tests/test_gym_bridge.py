@@ -60,3 +60,31 @@ def test_bridge_and_port_agree_on_the_cartpole_interface(tmp_path):
     host, _ = make_env("CartPole-v1", "gymnasium", 1)
     assert port.action_space == host.action_space
     assert port.observation_space.shape == host.observation_space.shape
+
+
+def test_bridge_resume_clears_what_belonged_to_unfinished_episodes(tmp_path):
+    """The host environments restart their episodes on resume, so the saved partial returns,
+    lengths and the reward scaler's running discounted return must not carry over; the learner
+    itself (parameters, return statistics) must."""
+    import jax
+    import numpy as np
+
+    from pgrun import checkpoint
+    from pgrun.train import build, make_loop
+
+    cfg = compose_config("env=CartPole-v1", "env.backend=gymnasium", "num_envs=2", "algo.num_steps=32",
+                         "total_timesteps=640", "log_interval=2", "eval.every=0", "quiet=true", "compile_cache_dir=")
+    loop = make_loop(build(cfg))
+    runner = loop.start()
+    runner, _ = loop.run_block(runner)  # 128 steps: unfinished episodes with partial returns
+    trained = loop.train_state(runner)
+    assert np.all(np.asarray(trained.episodes.lengths) > 0)
+    assert np.any(np.asarray(trained.reward_scaler.returns) != 0)
+    path = checkpoint.save(tmp_path, "latest", loop.checkpoint_state(runner), {"blocks_done": 1})
+    fresh = make_loop(build(cfg))
+    restored = fresh.train_state(fresh.restore(fresh.start(), checkpoint.read(path)["state"]))
+    assert np.all(np.asarray(restored.episodes.returns) == 0) and np.all(np.asarray(restored.episodes.lengths) == 0)
+    assert np.all(np.asarray(restored.reward_scaler.returns) == 0)
+    for kept, saved in [(restored.params, trained.params), (restored.reward_scaler.stats, trained.reward_scaler.stats)]:
+        for a, b in zip(jax.tree.leaves(kept), jax.tree.leaves(saved)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
