@@ -74,6 +74,7 @@ def load_run(run_dir: Path, name: str = FINAL):
     """
     from omegaconf import OmegaConf
 
+    from pgrun.config import check_saved_config
     from pgrun.train import build, init_train_state, over_members
 
     config_path = run_dir / ".hydra" / "config.yaml"
@@ -82,6 +83,7 @@ def load_run(run_dir: Path, name: str = FINAL):
         if not required.exists():
             raise FileNotFoundError(required)
     cfg = OmegaConf.load(config_path)
+    check_saved_config(cfg, run_dir)
     setup = build(cfg)
     seeds = np.asarray(setup.seeds, np.uint32)
     init = over_members(lambda s, hp: init_train_state(setup, jax.random.PRNGKey(s), hp), len(seeds))

@@ -190,6 +190,7 @@ def _resume(args: list[str]) -> None:
     from omegaconf import OmegaConf
 
     from pgrun import checkpoint
+    from pgrun.config import ConfigError, check_saved_config
 
     target = next(a for a in args if a.startswith("resume="))
     run_dir = Path(target.split("=", 1)[1]).expanduser()
@@ -212,6 +213,10 @@ def _resume(args: list[str]) -> None:
     if summary_path.exists() and json.loads(summary_path.read_text()).get("status") == "completed":
         _fail(f"resume={run_dir}: that run already completed; start a new run to train longer", EXIT_BAD_INPUT)
     cfg = OmegaConf.load(config_path)
+    try:
+        check_saved_config(cfg, run_dir)
+    except ConfigError as err:
+        _fail(str(err), EXIT_BAD_INPUT)
     for override in others:
         key, value = override.lstrip("+~").split("=", 1)
         OmegaConf.update(cfg, key, OmegaConf.create({"v": value}).v if value else value)

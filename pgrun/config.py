@@ -280,6 +280,16 @@ def _validate_one(cfg: Any) -> None:
                f"algo.num_minibatches={a.num_minibatches}: pick a divisor of {batch}")
 
 
+def check_saved_config(cfg: Any, run_dir: Any) -> None:
+    """Refuse, in one line, a run saved by a version of pgrun whose algorithm or environment
+    config lacks keys this version needs (its checkpoint would not fit the state either)."""
+    sections = [("algo", ALGO_SCHEMAS.get(cfg.algo.get("name"))), ("env", EnvConfig)]
+    missing = [f"{section}.{f.name}" for section, schema in sections if schema is not None
+               for f in fields(schema) if f.name not in cfg[section]]
+    _check(not missing, f"{run_dir} was written by another version of pgrun (its config has no "
+                        f"{', '.join(missing)}): start a new run")
+
+
 def iterations(cfg: Any) -> tuple[int, int]:
     """(iterations per logging block, number of blocks) covering total_timesteps.
 

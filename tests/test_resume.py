@@ -120,3 +120,24 @@ def test_resume_rejects_bad_directories(tmp_path):
     (tmp_path / "nockpt" / ".hydra" / "config.yaml").write_text("seed: 0\n")
     result = run_cli("resume=" + str(tmp_path / "nockpt"), cwd=tmp_path, timeout=120)
     assert result.returncode == 2 and "no checkpoint" in result.stderr
+
+
+def test_resume_refuses_a_run_saved_without_todays_keys(tmp_path):
+    """A run whose saved config predates keys this version needs gets one line and exit 2,
+    not a traceback (its checkpoint could not be restored either)."""
+    from omegaconf import OmegaConf
+
+    from conftest import compose_config, run_cli
+
+    run_dir = tmp_path / "old"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / "checkpoints").mkdir()
+    (run_dir / "checkpoints" / "latest.msgpack").write_bytes(b"")
+    cfg = OmegaConf.to_container(compose_config("algo=ppo"), resolve=True)
+    del cfg["env"]["normalize_reward"], cfg["algo"]["clip_vloss"]
+    OmegaConf.save(OmegaConf.create(cfg), run_dir / ".hydra" / "config.yaml")
+    result = run_cli(f"resume={run_dir}", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "another version" in lines[0] and "algo.clip_vloss" in lines[0], lines
+    assert "env.normalize_reward" in lines[0]
