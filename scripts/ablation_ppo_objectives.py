@@ -83,8 +83,9 @@ COMMON = ["algo=ppo", "algo.ent_coef=0", "algo.kl_beta=1"]
 # The paper's MuJoCo hyperparameters (its Table 3): Adam 3e-4, horizon 2048 with one environment,
 # 10 epochs of minibatches of 64, gamma 0.99, GAE lambda 0.95, 64x64 tanh networks, no entropy
 # bonus. The paper names no learning-rate annealing and no gradient clipping, so both are off
-# (a clip norm of 1e9 never binds); observations are normalised with running statistics.
-PAPER_MUJOCO = ["num_envs=1", "algo.num_steps=2048", "algo.update_epochs=10", "algo.num_minibatches=32",
+# (a clip norm of 1e9 never binds); observations are normalised with running statistics, rewards are
+# not scaled and the value loss is not clipped (so the clip_eps sweep varies only the policy's clip).
+PAPER_MUJOCO = ["env.normalize_reward=false", "algo.clip_vloss=false", "num_envs=1", "algo.num_steps=2048", "algo.update_epochs=10", "algo.num_minibatches=32",
                 "algo.lr=3e-4", "algo.gamma=0.99", "algo.gae_lambda=0.95", "algo.hidden_sizes=[64,64]",
                 "algo.activation=tanh", "algo.anneal_lr=false", "algo.max_grad_norm=1e9",
                 "env.normalize_obs=true"]

@@ -69,8 +69,10 @@ INSTALL_HINT = "install the bench extra (a CPU torch first): pip install -e '.[b
 PPO_OVERRIDES = ["algo=ppo", "env=CartPole-v1", "num_envs=8", "algo.num_steps=128", "algo.update_epochs=4",
                  "algo.num_minibatches=4", "algo.lr=2.5e-4", "algo.anneal_lr=true", "algo.gamma=0.99",
                  "algo.gae_lambda=0.95", "algo.clip_eps=0.2", "algo.ent_coef=0.01", "algo.vf_coef=0.5",
-                 "algo.max_grad_norm=0.5", "algo.hidden_sizes=[64,64]", "algo.activation=tanh"]
-TRPO_OVERRIDES = ["algo=trpo", "env=Pendulum-v1", "env.normalize_obs=false", "num_envs=8", "algo.num_steps=256",
+                 "algo.max_grad_norm=0.5", "algo.hidden_sizes=[64,64]", "algo.activation=tanh",
+                 # as the compared libraries train: raw rewards, an unclipped value loss
+                 "env.normalize_reward=false", "algo.clip_vloss=false"]
+TRPO_OVERRIDES = ["algo=trpo", "env=Pendulum-v1", "env.normalize_obs=false", "env.normalize_reward=false", "num_envs=8", "algo.num_steps=256",
                   "algo.cg_iters=15", "algo.damping=0.1", "algo.delta=0.01", "algo.backtrack_coef=0.8",
                   "algo.max_backtracks=10", "algo.vf_iters=10", "algo.vf_minibatches=16", "algo.lr=1e-3",
                   "algo.gamma=0.99", "algo.gae_lambda=0.95", "algo.hidden_sizes=[64,64]", "algo.activation=tanh"]
