@@ -12,12 +12,12 @@ ended in the last logging block (10 iterations), as ``summary.json``'s
 (``eval.every``), the evaluation's IQM stands beside it. Published figures of
 other libraries sit beside each row with their source and budget.
 
-Rows are written to ``--results`` (JSON lines) as they finish; with
-``--resume`` a rerun skips the rows already there, so a long run that was
-stopped continues where it was. ``--write`` puts the table into
+Rows are appended to ``--results`` (JSON lines, per-seed returns included)
+as they finish; with ``--resume`` a rerun skips the rows already there for
+the same seeds, so a long run that was stopped continues where it was. ``--write`` puts the table into
 docs/benchmarks.md.
 
-    python scripts/benchmark_learning.py --write --resume           # every row (about an hour on 2 cores)
+    python scripts/benchmark_learning.py --write --resume           # every row, reusing finished ones
     python scripts/benchmark_learning.py --algos ppo --envs CartPole-v1 --seeds 8
 """
 
@@ -179,19 +179,26 @@ def interval(stats: dict, key: str) -> str:
 
 
 def table_row(row: Row, result: dict) -> str:
-    returns = np.asarray([np.nan if r is None else r for r in result["returns"]], float)
+    """A seed without a final return (it failed, or no episode ended) fails the bar and is
+    left out of the statistics; the seeds column says how many there were."""
+    returns = np.asarray([r for r in result["returns"] if r is not None], float)
+    missing = len(result["returns"]) - returns.size
+    if not returns.size:
+        return f"| {row.env} | {row.algo} | no seed has a final return | | | | | | | | **short** | | `{result['command']}` |"
     level = row.bar.level
     stats = summarize(returns, target=level)
-    met = row.bar.met(returns)
+    met = row.bar.met(returns) if not missing else (None if row.bar.level is None else False)
     verdict = "—" if met is None else ("pass" if met else "**short**")
-    at_level = "—" if level is None else f"{int(round(stats['fraction_at_or_above'] * stats['n']))}/{stats['n']} >= {level:g}"
+    total = len(result["returns"])
+    at_level = "—" if level is None else f"{int(round(stats['fraction_at_or_above'] * stats['n']))}/{total} >= {level:g}"
     evals = result.get("eval_returns")
     eval_cell = "—"
     if evals and all(e is not None for e in evals):
         eval_cell = interval(summarize(np.asarray(evals, float)), "iqm")
     bar = row.bar.describe(row.seeds) + (f" ({row.note})" if row.note else "")
     seeds = result["seeds"]
-    return (f"| {row.env} | {row.algo} | {seeds[0]}-{seeds[-1]} | {interval(stats, 'iqm')} | {interval(stats, 'mean')} | "
+    seeds_cell = f"{seeds[0]}-{seeds[-1]}" + (f" ({missing} without a final return)" if missing else "")
+    return (f"| {row.env} | {row.algo} | {seeds_cell} | {interval(stats, 'iqm')} | {interval(stats, 'mean')} | "
             f"{stats['worst']:.1f} | {at_level} | {eval_cell} | {published(row.algo, row.env)} | {bar} | {verdict} | "
             f"{result['wall_seconds']:.0f} | `{result['command']}` |")
 
@@ -215,15 +222,20 @@ def table(selected: list[Row], results: dict[tuple[str, str], dict], command: st
     return "\n".join(lines)
 
 
-def load_results(path: Path) -> dict[tuple[str, str], dict]:
+def load_results(path: Path) -> dict[tuple[str, str, int, int], dict]:
+    """Finished rows by (env, algo, number of seeds, first seed); a later line replaces an earlier one."""
     if not path.exists():
         return {}
     results = {}
     for line in path.read_text().splitlines():
         if line.strip():
             result = json.loads(line)
-            results[(result["env"], result["algo"])] = result
+            results[key(result["env"], result["algo"], result["seeds"])] = result
     return results
+
+
+def key(env: str, algo: str, seeds: list[int]) -> tuple[str, str, int, int]:
+    return env, algo, len(seeds), seeds[0]
 
 
 def main() -> None:
@@ -240,19 +252,20 @@ def main() -> None:
     if args.seeds is not None:
         selected = [Row(r.env, r.algo, r.steps, args.seeds, r.bar.for_seeds(r.seeds, args.seeds), r.note)
                     for r in selected]
-    results = load_results(args.results) if args.resume else {}
-    if not args.resume and args.results.exists():
-        args.results.unlink()
+    results = load_results(args.results)
+    done = {}
     for row in selected:
-        if (row.env, row.algo) in results:
+        row_key = key(row.env, row.algo, list(range(args.first_seed, args.first_seed + row.seeds)))
+        if args.resume and row_key in results:
+            done[(row.env, row.algo)] = results[row_key]
             continue
         result = run_row(row, args.first_seed)
-        results[(row.env, row.algo)] = result
-        with args.results.open("a") as out:
+        done[(row.env, row.algo)] = result
+        with args.results.open("a") as out:  # appended: a rerun row's newer line wins on --resume
             out.write(json.dumps(result) + "\n")
         print(table_row(row, result), flush=True)
     command = "python scripts/benchmark_learning.py " + " ".join(sys.argv[1:])
-    text = table(selected, results, command.strip())
+    text = table(selected, done, command.strip())
     print(text)
     if args.write:
         write_block("learning-benchmark", text, "## Learning: default configs on the classic-control ports")
