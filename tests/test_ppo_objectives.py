@@ -305,3 +305,26 @@ def test_ppo_logs_the_last_epochs_ratio_metrics():
     for name in ("losses/approx_kl", "losses/clip_fraction"):
         all_epochs = np.mean([m[name] for m in per_epoch])
         assert float(logged[name]) > 1.2 * all_epochs, (name, float(logged[name]), all_epochs)
+
+
+def test_clipped_value_loss_and_its_gradient_follow_the_formula():
+    """0.5 mean(max((V - G)^2, (V_old + clip(V - V_old, -eps, eps) - G)^2)), checked per sample against
+    numpy, with the gradient zero exactly where the clipped term is the larger and V has moved past eps."""
+    from pgrun.algos.ppo import clipped_value_loss, squared_error
+
+    eps = 0.2
+    old = np.array([0.0, 0.0, 0.0, 1.0, 1.0], np.float32)
+    values = np.array([0.1, 0.5, -0.5, 1.5, 0.9], np.float32)
+    targets = np.array([1.0, 1.0, 1.0, 0.0, 2.0], np.float32)
+    clipped = old + np.clip(values - old, -eps, eps)
+    unclipped_sq, clipped_sq = (values - targets) ** 2, (clipped - targets) ** 2
+    expected = 0.5 * np.mean(np.maximum(unclipped_sq, clipped_sq))
+    assert float(clipped_value_loss(jnp.asarray(values), jnp.asarray(old), jnp.asarray(targets), eps)) == \
+        pytest.approx(expected, rel=1e-6)
+    grad = np.asarray(jax.grad(clipped_value_loss)(jnp.asarray(values), jnp.asarray(old), jnp.asarray(targets), eps))
+    inside = np.abs(values - old) < eps
+    by_hand = np.where(unclipped_sq >= clipped_sq, values - targets, np.where(inside, clipped - targets, 0.0))
+    np.testing.assert_allclose(grad, by_hand / values.size, rtol=1e-6, atol=1e-7)
+    assert grad[1] == 0.0  # moved 0.5 toward the target: the clipped error is larger and flat
+    assert float(squared_error(jnp.asarray(values), jnp.asarray(targets))) == \
+        pytest.approx(0.5 * np.mean(unclipped_sq), rel=1e-6)

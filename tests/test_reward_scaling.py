@@ -62,3 +62,37 @@ def test_rewards_are_clipped():
     _, scaled = RewardScaler.create(1).scale(jnp.asarray(rewards), jnp.zeros((400, 1), bool), jnp.float32(0.99),
                                              clip=5.0)
     assert float(np.asarray(scaled).max()) == pytest.approx(5.0)
+
+
+@pytest.mark.parametrize("scaled", [True, False])
+def test_the_update_sees_scaled_rewards_and_the_episode_returns_stay_raw(scaled):
+    """make_learn hands the algorithm rewards divided by the loop reference's scale (or the raw
+    rewards with env.normalize_reward=false), while the episode statistics sum the raw rewards."""
+    import jax
+
+    from conftest import compose_config
+    from pgrun.algos.common import Batch
+    from pgrun.train import build, init_train_state, make_learn
+
+    setup = build(compose_config("env=CartPole-v1", f"env.normalize_reward={str(scaled).lower()}", "num_envs=3",
+                                 "compile_cache_dir="))
+    seen = {}
+
+    def spy(state, batch, key):
+        seen["rewards"] = batch.rewards
+        return state, {}
+
+    setup.algorithm = setup.algorithm._replace(update=spy)
+    rng = np.random.default_rng(1)
+    rewards = rng.normal(2.0, 1.0, size=(20, 3)).astype(np.float32)
+    dones = np.zeros((20, 3), bool)
+    dones[7, 0] = dones[13, 2] = True
+    obs = jnp.zeros((20, 3, 4), jnp.float32)
+    batch = Batch(obs, jnp.zeros((20, 3), jnp.int32), jnp.zeros((20, 3)), jnp.asarray(rewards), jnp.asarray(dones),
+                  jnp.asarray(dones), obs)
+    state = init_train_state(setup, jax.random.PRNGKey(0))
+    state, metrics = make_learn(setup)(state, batch, jax.random.PRNGKey(1))
+    want = loop_reference([(rewards, dones)], 0.99)[0] if scaled else rewards
+    np.testing.assert_allclose(np.asarray(seen["rewards"]), want, rtol=2e-4, atol=1e-6)
+    assert float(metrics["episode_return_sum"]) == pytest.approx(rewards[:8, 0].sum() + rewards[:14, 2].sum(), rel=1e-5)
+    assert ("charts/reward_scale" in metrics) == scaled
