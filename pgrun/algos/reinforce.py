@@ -22,9 +22,10 @@ so episodes are cut at both edges of the window:
   Each used episode then contributes an unbiased term, and the loss divides
   their sum by the fixed num_envs * num_steps, not by the random number of
   steps kept, so the estimate's expectation is grad J times E[episodes used]
-  / (num_envs * num_steps), the true direction (with ``norm_adv=false``;
-  normalising by the batch's mean and std is the usual standardisation,
-  biased by O(1/batch)). It needs num_steps > T; about (num_steps - T) /
+  / (num_envs * num_steps), the true direction (with ``norm_adv=false`` and
+  ``env.normalize_reward=false``: normalising by the batch's mean and std is
+  the usual standardisation, biased by O(1/batch), and the reward scale is
+  updated with the batch's own returns before it divides them). It needs num_steps > T; about (num_steps - T) /
   num_steps of the episodes are used.
 """
 
