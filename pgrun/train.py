@@ -36,7 +36,7 @@ from pgrun.config import algo_hparams, iterations, sweep_points
 from pgrun.envs import make_env
 from pgrun.envs.gym_bridge import GymVectorEnv
 from pgrun.envs.wrappers import EpisodeStats, accumulate_episodes
-from pgrun.evaluate import MAX_EPISODE_STEPS, make_acting, make_jax_episode
+from pgrun.episodes import MAX_EPISODE_STEPS, make_acting, make_jax_episode
 from pgrun.normalization import RewardScaler, RunningMeanStd
 from pgrun.policies import Policy, make_policy
 from pgrun.rollout import Normalizer, act, identity_normalizer, make_rollout, running_normalizer
