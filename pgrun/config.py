@@ -224,6 +224,10 @@ def _validate_one(cfg: Any) -> None:
     _check(cfg.total_timesteps > 0, f"total_timesteps={cfg.total_timesteps} must be positive")
     _check(cfg.num_envs >= 1, f"num_envs={cfg.num_envs} must be at least 1")
     _check(cfg.num_seeds >= 1, f"num_seeds={cfg.num_seeds} must be at least 1")
+    # seeds become uint32 PRNG keys: the whole range seed .. seed+num_seeds-1 must fit
+    _check(0 <= cfg.seed and cfg.seed + cfg.num_seeds - 1 < 2**32,
+           f"seed={cfg.seed} with num_seeds={cfg.num_seeds} leaves the seeds' range 0 .. {2**32 - 1}: "
+           "pick a seed in it")
     _check(cfg.log_interval >= 1, f"log_interval={cfg.log_interval} must be at least 1")
     _check(cfg.xla_cpu_threads >= 0, f"xla_cpu_threads={cfg.xla_cpu_threads} must be 0 (automatic) or positive")
     _check(cfg.checkpoint.every >= 1, f"checkpoint.every={cfg.checkpoint.every} must be at least 1")

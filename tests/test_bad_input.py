@@ -21,6 +21,8 @@ CASES = [
     (["num_envs=0"], "num_envs=0 must be at least 1"),
     (["total_timesteps=-5"], "total_timesteps=-5 must be positive"),
     (["num_seeds=0"], "num_seeds=0 must be at least 1"),
+    (["seed=-1"], "seed=-1 with num_seeds=1 leaves the seeds' range"),
+    (["seed=4294967295", "num_seeds=2"], "leaves the seeds' range 0 .. 4294967295"),
     (["algo.lr=0"], "algo.lr=0.0 must be positive"),
     (["algo.num_minibatches=3"], "does not split into algo.num_minibatches=3"),
     (["algo.activation=swish"], "algo.activation=swish is not valid"),
