@@ -42,6 +42,7 @@ class AlgoConfig:
     anneal_lr: bool = False  # linear decay of the learning rate to 0
     norm_adv: bool = True  # normalise advantages (per minibatch for PPO, per batch otherwise)
     log_std_init: float = 0.0  # initial log standard deviation of a Gaussian policy (continuous actions)
+    bounded_mean: bool = False  # a Gaussian policy's mean through tanh, inside the action box
 
 
 @dataclass

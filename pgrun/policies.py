@@ -44,15 +44,23 @@ class MLP(nn.Module):
 
 
 class GaussianActor(nn.Module):
-    """Mean from an MLP; log-std a free parameter shared by all states."""
+    """Mean from an MLP; log-std a free parameter shared by all states.
+
+    ``bounded_mean`` passes the mean through tanh, keeping it inside the
+    normalised action box: a mean far outside it makes every sample clip to
+    the same action, and the advantages then carry no signal about it.
+    """
 
     hidden_sizes: Sequence[int]
     action_dim: int
     activation: str = "tanh"
+    bounded_mean: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> DiagGaussian:
         mean = MLP(self.hidden_sizes, self.action_dim, self.activation, head_gain=0.01)(x)
+        if self.bounded_mean:
+            mean = jnp.tanh(mean)
         log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,))
         return DiagGaussian(mean, jnp.broadcast_to(log_std, mean.shape))
 
@@ -105,12 +113,12 @@ class Policy:
 
 
 def make_policy(observation_space: Box, action_space: Space, hidden_sizes: Sequence[int],
-                activation: str) -> Policy:
+                activation: str, bounded_mean: bool = False) -> Policy:
     hidden = tuple(int(h) for h in hidden_sizes)
     if isinstance(action_space, Discrete):
         actor = CategoricalActor(hidden, action_space.n, activation)
     elif isinstance(action_space, Box) and len(action_space.shape) == 1:
-        actor = GaussianActor(hidden, action_space.shape[0], activation)
+        actor = GaussianActor(hidden, action_space.shape[0], activation, bounded_mean)
     else:
         raise TypeError(f"unsupported action space {action_space}")
     critic = MLP(hidden, 1, activation, head_gain=1.0)

@@ -116,7 +116,7 @@ def build(cfg: Any) -> Setup:
     members = [Member(cfg.seed + i, point) for point in points for i in range(cfg.num_seeds)]
     env, backend = make_env(cfg.env.id, cfg.env.backend, cfg.num_envs * len(members))
     hidden, activation = cfg.algo.hidden_sizes, cfg.algo.activation
-    policy = make_policy(env.observation_space, env.action_space, hidden, activation)
+    policy = make_policy(env.observation_space, env.action_space, hidden, activation, cfg.algo.bounded_mean)
     algorithm = make_algorithm(cfg.algo, policy, block_len * num_blocks)
     normalize = running_normalizer if cfg.env.normalize_obs else identity_normalizer
     return Setup(cfg, env, backend, policy, algorithm, normalize,

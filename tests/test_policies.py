@@ -128,3 +128,24 @@ def test_gaussian_log_std_starts_at_the_configured_value(compose_cfg):
     same = setup.policy.init(jax.random.PRNGKey(0), 0.0)
     np.testing.assert_array_equal(np.asarray(traced["actor"]["params"]["MLP_0"]["Dense_0"]["kernel"]),
                                   np.asarray(same["actor"]["params"]["MLP_0"]["Dense_0"]["kernel"]))
+
+
+def test_bounded_mean_keeps_the_gaussian_mean_inside_the_action_box():
+    """With bounded_mean the mean is tanh of the head's output (so within [-1, 1]) and its
+    log-probabilities follow; without it the same parameters give the raw head output."""
+    box = Box(-np.ones(2, np.float32), np.ones(2, np.float32))
+    obs_space = Box(-np.ones(3, np.float32), np.ones(3, np.float32))
+    bounded = make_policy(obs_space, box, [8], "tanh", bounded_mean=True)
+    free = make_policy(obs_space, box, [8], "tanh")
+    params = free.init(jax.random.PRNGKey(0))
+    head = params["actor"]["params"]["MLP_0"]["Dense_1"]
+    params["actor"]["params"]["MLP_0"]["Dense_1"] = {**head, "kernel": head["kernel"] * 1000.0}
+    obs = jax.random.normal(jax.random.PRNGKey(1), (64, 3)) * 5.0
+    raw = free.dist(params["actor"], obs).mean
+    squashed = bounded.dist(params["actor"], obs).mean
+    assert float(jnp.max(jnp.abs(raw))) > 5.0
+    np.testing.assert_allclose(np.asarray(squashed), np.tanh(np.asarray(raw)), rtol=1e-5, atol=1e-6)
+    action = jnp.zeros((64, 2))
+    expected = DiagGaussian(jnp.tanh(raw), jnp.zeros_like(raw)).log_prob(action)
+    np.testing.assert_allclose(np.asarray(bounded.dist(params["actor"], obs).log_prob(action)), np.asarray(expected),
+                               rtol=1e-5)
