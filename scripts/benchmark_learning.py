@@ -107,9 +107,10 @@ def rows() -> list[Row]:
     for algo in ("ppo", "a2c", "npg", "trpo"):
         out.append(Row("Acrobot-v1", algo, 500_000, 16, Bar(mean=-90, worst=-120)))
     for algo in ("ppo", "npg", "trpo"):
-        out.append(Row("Pendulum-v1", algo, 1_000_000, 16, Bar(mean=-200)))
+        tuned = f"conf/tuned/{algo}_Pendulum-v1.yaml" if algo != "npg" else ""
+        out.append(Row("Pendulum-v1", algo, 1_000_000, 16, Bar(mean=-200), tuned))
     out.append(Row("Pendulum-v1", "a2c", 1_000_000, 16, Bar(mean=-250), "conf/tuned/a2c_Pendulum-v1.yaml"))
-    out.append(Row("Pendulum-v1", "reinforce", 1_000_000, 16, Bar(mean=-400)))
+    out.append(Row("Pendulum-v1", "reinforce", 1_000_000, 16, Bar(mean=-400), "conf/tuned/reinforce_Pendulum-v1.yaml"))
     for env in ("MountainCar-v0", "MountainCarContinuous-v0"):
         for algo in ALGOS:
             out.append(Row(env, algo, 500_000, 8, Bar()))
