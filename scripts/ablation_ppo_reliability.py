@@ -1,8 +1,9 @@
-"""Why some PPO seeds collapsed on CartPole-v1: one difference at a time, 32 seeds each.
+"""Why some PPO and A2C seeds collapsed on CartPole-v1: one difference at a time, 32 seeds each.
 
-Each variant trains PPO with the CartPole-v1 defaults (500k steps, 4 envs x 128
-steps, 4 epochs x 4 minibatches, lr 2.5e-4 annealed, 64x64 tanh) for 32 seeds
-in one vectorised program, changing one thing: either a config override or,
+Each variant trains PPO (the ``a2c_`` variants: A2C) with its CartPole-v1
+defaults (PPO: 500k steps, 4 envs x 128 steps, 4 epochs x 4 minibatches, lr
+2.5e-4 annealed, 64x64 tanh) for 32 seeds in one vectorised program, changing
+one thing: either a config override or,
 for what pgrun deliberately does not offer (treating a time-limit truncation as
 a terminal state, as PureJaxRL's ``ppo.py`` does), a documented in-script patch.
 Beside the final return (the mean over the episodes that ended in the last
