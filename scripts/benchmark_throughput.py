@@ -37,7 +37,7 @@ SCRIPTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(SCRIPTS))  # the sibling modules, also when imported from elsewhere
 
 import bench_machine  # noqa: E402
-from docs_section import DOC, write_block  # noqa: E402
+from docs_section import add_output_options, plural, publish  # noqa: E402
 
 BLOCK = "throughput-benchmark"
 HEADING = "## Training-loop throughput: PPO on CartPole-v1"
@@ -102,10 +102,6 @@ class Row:
                 f"{self.compile_seconds:.2f}", f"{self.sps:,.0f}", f"{self.sps_after_compile:,.0f}"]
 
 
-def plural(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
 def setting(steps: int, seeds: list[int]) -> str:
     """What was trained, from the composed config, so the text cannot drift from the runs."""
     from pgrun.config import iterations
@@ -155,8 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="env steps per seed (rounded up to whole logging blocks); a few thousand for a "
                              "smoke test")
     parser.add_argument("--seeds", type=int, default=16, help="seeds of the vmapped rows (the other rows have one)")
-    parser.add_argument("--write", action="store_true", help=f"replace the {BLOCK} block of the doc")
-    parser.add_argument("--doc", type=Path, default=DOC, help="the document --write rewrites (default: %(default)s)")
+    add_output_options(parser, BLOCK)
     args = parser.parse_args(argv)
     if args.steps < 1 or args.seeds < 1:
         parser.error("--steps and --seeds must be at least 1")
@@ -177,10 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{row.sps_after_compile:,.0f} after compile", flush=True)
                 rows.append(row)
     text = render(rows, command, args.steps, seeds, date, machine, load_start, bench_machine.load_average())
-    print(text)
-    if args.write:
-        write_block(BLOCK, text, HEADING, doc_path=args.doc)
-        print(f"wrote the {BLOCK} block of {args.doc}")
+    publish(text, BLOCK, HEADING, args.write, args.doc)
     return 0
 
 

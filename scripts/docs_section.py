@@ -27,3 +27,21 @@ def write_block(name: str, text: str, heading: str, doc_path: Path = DOC) -> Non
     else:
         doc = doc.rstrip() + (f"\n\n{heading}" if heading else "") + f"\n\n{block}\n"
     doc_path.write_text(doc)
+
+
+def add_output_options(parser, block: str) -> None:
+    """``--write`` (rewrite ``block`` of the doc) and ``--doc`` (which doc), as every benchmark takes them."""
+    parser.add_argument("--write", action="store_true", help=f"replace the {block} block of the doc")
+    parser.add_argument("--doc", type=Path, default=DOC, help="the document --write rewrites (default: %(default)s)")
+
+
+def publish(text: str, block: str, heading: str, write: bool, doc_path: Path = DOC) -> None:
+    """Print a benchmark's text and, with ``write``, put it into its block of the doc."""
+    print(text)
+    if write:
+        write_block(block, text, heading, doc_path=doc_path)
+        print(f"wrote the {block} block of {doc_path}")
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"

@@ -42,7 +42,7 @@ import jax  # noqa: E402
 
 import bench_machine  # noqa: E402
 from benchmark_speed import PPO_OVERRIDES, TRPO_OVERRIDES, pgrun_config  # noqa: E402
-from docs_section import DOC, write_block  # noqa: E402
+from docs_section import add_output_options, plural, publish  # noqa: E402
 from pgrun.config import register_configs  # noqa: E402
 from pgrun.rollout import make_rollout  # noqa: E402
 from pgrun.train import JaxLoop, build, make_learn  # noqa: E402
@@ -117,10 +117,6 @@ def profile(task: str, overrides: list[str], repeats: int, warmup: int) -> Profi
                    Timings(rollouts, updates, per_iteration))
 
 
-def plural(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
 def ms(values: list[float]) -> str:
     """Median and, in brackets, fastest, in milliseconds."""
     return f"{1e3 * statistics.median(values):.2f} ({1e3 * min(values):.2f})"
@@ -162,8 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=50, help="timed iterations per part")
     parser.add_argument("--warmup", type=int, default=5, help="untimed iterations before them")
     parser.add_argument("--algos", nargs="+", choices=sorted(ALGOS), default=sorted(ALGOS))
-    parser.add_argument("--write", action="store_true", help=f"replace the {BLOCK} block of the doc")
-    parser.add_argument("--doc", type=Path, default=DOC, help="the document --write rewrites (default: %(default)s)")
+    add_output_options(parser, BLOCK)
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0:
         parser.error("--repeats must be at least 1 and --warmup at least 0")
@@ -183,10 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         profiles.append(p)
     text = render(profiles, command, args.repeats, args.warmup, date, machine, load_start,
                   bench_machine.load_average())
-    print(text)
-    if args.write:
-        write_block(BLOCK, text, HEADING, doc_path=args.doc)
-        print(f"wrote the {BLOCK} block of {args.doc}")
+    publish(text, BLOCK, HEADING, args.write, args.doc)
     return 0
 
 
