@@ -48,7 +48,11 @@ PLUGIN_EXTRAS = {"joblib": "sweep", "submitit_local": "slurm", "submitit_slurm":
 
 def _describe_hydra_error(err: BaseException) -> str:
     """One line for a Hydra/OmegaConf composition error, naming the fix."""
-    from pgrun.config import ALGOS, close_matches, gymnasium_ids
+    from pgrun.algos import algorithm_names
+    from pgrun.envs import gymnasium_ids
+    from pgrun.names import close_matches
+
+    ALGOS = algorithm_names()
 
     text = str(err)
     missing = re.search(r"Could not find '(algo|env)/([^']+)'", text)

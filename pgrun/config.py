@@ -10,7 +10,6 @@ names the problem and the fix.
 
 from __future__ import annotations
 
-import difflib
 import itertools
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -18,91 +17,14 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-ALGOS = ("reinforce", "a2c", "npg", "trpo", "ppo")
+from pgrun.algos import algorithm_names, get_algorithm, registry
+from pgrun.envs import episode_time_limit, gymnasium_ids
+from pgrun.errors import ConfigError, require as _check
+from pgrun.names import close_matches
+from pgrun.types import AlgoContext
+
 BACKENDS = ("auto", "jax", "gymnasium")
 ACTIVATIONS = ("tanh", "relu", "elu", "gelu", "silu")
-PPO_OBJECTIVES = ("clip", "kl_adaptive", "kl_fixed", "none")
-
-
-class ConfigError(ValueError):
-    """Bad user input: reported on one line, exit code 2."""
-
-
-@dataclass
-class AlgoConfig:
-    """Hyperparameters shared by every algorithm."""
-
-    name: str = MISSING
-    lr: float = MISSING  # Adam step size (NPG/TRPO: of the critic; the policy step is set by delta)
-    gamma: float = MISSING
-    num_steps: int = MISSING  # rollout length per environment and iteration
-    hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
-    activation: str = "tanh"
-    max_grad_norm: float = 0.5
-    anneal_lr: bool = False  # linear decay of the learning rate to 0
-    norm_adv: bool = True  # normalise advantages (per minibatch for PPO, per batch otherwise)
-    log_std_init: float = 0.0  # initial log standard deviation of a Gaussian policy (continuous actions)
-    bounded_mean: bool = False  # a Gaussian policy's mean through tanh, inside the action box
-
-
-@dataclass
-class ReinforceConfig(AlgoConfig):
-    """Monte-Carlo policy gradient with reward-to-go."""
-
-    name: str = "reinforce"
-    baseline: str = "value"  # value | none
-    ent_coef: float = 0.0
-    vf_coef: float = 0.5
-
-
-@dataclass
-class A2CConfig(AlgoConfig):
-    """Synchronous advantage actor-critic."""
-
-    name: str = "a2c"
-    gae_lambda: float = MISSING  # 1.0: n-step returns
-    ent_coef: float = MISSING
-    vf_coef: float = MISSING
-
-
-@dataclass
-class NPGConfig(AlgoConfig):
-    """Natural policy gradient: conjugate gradient on Fisher-vector products."""
-
-    name: str = "npg"
-    gae_lambda: float = MISSING
-    delta: float = MISSING  # KL radius of the step: 1/2 s^T F s = delta
-    cg_iters: int = 10
-    cg_tol: float = 1e-10  # stop CG when the squared residual norm is below this
-    damping: float = 0.1  # F + damping * I
-    vf_iters: int = MISSING  # critic epochs per iteration
-    vf_minibatches: int = MISSING
-
-
-@dataclass
-class TRPOConfig(NPGConfig):
-    """NPG plus a backtracking line search on the surrogate and the true KL."""
-
-    name: str = "trpo"
-    backtrack_coef: float = 0.8
-    max_backtracks: int = 10
-
-
-@dataclass
-class PPOConfig(AlgoConfig):
-    """Proximal policy optimisation."""
-
-    name: str = "ppo"
-    objective: str = "clip"  # clip | kl_adaptive | kl_fixed | none
-    gae_lambda: float = MISSING
-    update_epochs: int = MISSING
-    num_minibatches: int = MISSING
-    clip_eps: float = MISSING
-    kl_target: float = 0.01  # d_targ of the adaptive KL penalty
-    kl_beta: float = 1.0  # initial (kl_adaptive) or constant (kl_fixed) penalty weight
-    ent_coef: float = MISSING
-    vf_coef: float = MISSING
-    clip_vloss: bool = True  # clip the value update to clip_eps around the rollout's values
 
 
 @dataclass
@@ -161,8 +83,20 @@ class RunConfig:
     xla_cpu_threads: int = 0
 
 
-ALGO_SCHEMAS: dict[str, type] = {"reinforce": ReinforceConfig, "a2c": A2CConfig, "npg": NPGConfig,
-                                 "trpo": TRPOConfig, "ppo": PPOConfig}
+def algo_schema(name: str | None) -> type | None:
+    """The typed config of the algorithm called ``name``; None when there is none."""
+    spec = registry().get(name) if name else None
+    return spec.config if spec else None
+
+
+def __getattr__(name: str) -> Any:
+    # ALGOS and ALGO_SCHEMAS follow the registry, so they are computed when asked for.
+    if name == "ALGOS":
+        return tuple(algorithm_names())
+    if name == "ALGO_SCHEMAS":
+        return {n: spec.config for n, spec in registry().items()}
+    raise AttributeError(name)
+
 
 _registered = False
 
@@ -178,8 +112,8 @@ def register_configs() -> None:
         return
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
-    for name, schema in ALGO_SCHEMAS.items():
-        cs.store(group="algo", name=f"_{name}_schema", node=schema)
+    for name, spec in registry().items():
+        cs.store(group="algo", name=f"_{name}_schema", node=spec.config)
     cs.store(group="env", name="_schema", node=EnvConfig)
     from pgrun.paths import conf_dir
 
@@ -188,26 +122,6 @@ def register_configs() -> None:
         if env_id not in with_yaml and "/" not in env_id:
             cs.store(group="env", name=env_id, node=EnvConfig(id=env_id))
     _registered = True
-
-
-def gymnasium_ids() -> list[str]:
-    import gymnasium
-
-    return sorted(gymnasium.registry.keys())
-
-
-def close_matches(name: str, options: list[str]) -> str:
-    """' (did you mean X, Y?)' or '' — appended to unknown-name errors."""
-    found = difflib.get_close_matches(name, options, n=3, cutoff=0.5)
-    if not found:
-        lowered = {o.lower(): o for o in options}
-        found = [lowered[m] for m in difflib.get_close_matches(name.lower(), list(lowered), n=3, cutoff=0.5)]
-    return f" (did you mean {', '.join(found)}?)" if found else ""
-
-
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
 
 
 def validate(cfg: Any) -> None:
@@ -220,7 +134,7 @@ def validate(cfg: Any) -> None:
 
 def _validate_one(cfg: Any) -> None:
     a, e = cfg.algo, cfg.env
-    _check(a.name in ALGOS, f"unknown algorithm '{a.name}': choose one of {', '.join(ALGOS)}")
+    spec = get_algorithm(a.name)
     _check(e.backend in BACKENDS, f"env.backend={e.backend} is not valid: use one of {', '.join(BACKENDS)}")
     _check(cfg.total_timesteps > 0, f"total_timesteps={cfg.total_timesteps} must be positive")
     _check(cfg.num_envs >= 1, f"num_envs={cfg.num_envs} must be at least 1")
@@ -248,47 +162,14 @@ def _validate_one(cfg: Any) -> None:
     for key in ("ent_coef", "vf_coef"):
         if key in a:
             _check(a[key] >= 0, f"algo.{key}={a[key]} must be non-negative")
-    batch = cfg.num_envs * a.num_steps
-    if a.name == "reinforce":
-        _check(a.baseline in ("value", "none"), f"algo.baseline={a.baseline} is not valid: use value or none")
-        if a.baseline == "none" and e.id in gymnasium_ids():
-            from pgrun.algos.reinforce import episode_time_limit
-
-            limit = episode_time_limit(e.id)
-            _check(limit is not None, f"algo.baseline=none uses only episodes that fit in a batch, and {e.id} has "
-                                      f"no time limit to bound them: use algo.baseline=value")
-            _check(a.num_steps > limit,
-                   f"algo.baseline=none uses only episodes that start and end inside a batch: algo.num_steps="
-                   f"{a.num_steps} must exceed {e.id}'s time limit of {limit} steps: set algo.num_steps={4 * limit} "
-                   f"or more (fewer episodes go unused) or use algo.baseline=value")
-    if a.name in ("npg", "trpo"):
-        _check(a.delta > 0, f"algo.delta={a.delta} must be positive")
-        _check(a.cg_iters >= 1, f"algo.cg_iters={a.cg_iters} must be at least 1")
-        _check(a.cg_tol >= 0, f"algo.cg_tol={a.cg_tol} must be non-negative")
-        _check(a.damping >= 0, f"algo.damping={a.damping} must be non-negative")
-        _check(a.vf_iters >= 1, f"algo.vf_iters={a.vf_iters} must be at least 1")
-        _check(a.vf_minibatches >= 1 and batch % a.vf_minibatches == 0,
-               f"algo.vf_minibatches={a.vf_minibatches} must divide the batch num_envs*algo.num_steps={batch}")
-    if a.name == "trpo":
-        _check(0 < a.backtrack_coef < 1, f"algo.backtrack_coef={a.backtrack_coef} must lie in (0, 1)")
-        _check(a.max_backtracks >= 0, f"algo.max_backtracks={a.max_backtracks} must be non-negative")
-    if a.name == "ppo":
-        _check(a.objective in PPO_OBJECTIVES,
-               f"algo.objective={a.objective} is not valid: use one of {', '.join(PPO_OBJECTIVES)}")
-        _check(a.clip_eps > 0, f"algo.clip_eps={a.clip_eps} must be positive")
-        _check(a.kl_target > 0, f"algo.kl_target={a.kl_target} must be positive")
-        _check(a.kl_beta >= 0, f"algo.kl_beta={a.kl_beta} must be non-negative")
-        _check(a.update_epochs >= 1, f"algo.update_epochs={a.update_epochs} must be at least 1")
-        _check(a.num_minibatches >= 1, f"algo.num_minibatches={a.num_minibatches} must be at least 1")
-        _check(batch % a.num_minibatches == 0,
-               f"the batch of num_envs*algo.num_steps={batch} does not split into "
-               f"algo.num_minibatches={a.num_minibatches}: pick a divisor of {batch}")
+    time_limit = episode_time_limit(e.id) if e.id in gymnasium_ids() else None
+    spec.validate(a, AlgoContext(cfg.num_envs, e.id, time_limit))
 
 
 def check_saved_config(cfg: Any, run_dir: Any) -> None:
     """Refuse, in one line, a run saved by a version of pgrun whose algorithm or environment
     config lacks keys this version needs (its checkpoint would not fit the state either)."""
-    sections = [("algo", ALGO_SCHEMAS.get(cfg.algo.get("name"))), ("env", EnvConfig)]
+    sections = [("algo", algo_schema(cfg.algo.get("name"))), ("env", EnvConfig)]
     missing = [f"{section}.{f.name}" for section, schema in sections if schema is not None
                for f in fields(schema) if f.name not in cfg[section]]
     _check(not missing, f"{run_dir} was written by another version of pgrun (its config has no "
@@ -323,7 +204,7 @@ def sweepable_keys(algo_name: str) -> list[str]:
 
 
 def _real_valued(algo_name: str) -> list[str]:
-    return [f.name for f in fields(ALGO_SCHEMAS[algo_name]) if f.type in (float, "float")]
+    return [f.name for f in fields(get_algorithm(algo_name).config) if f.type in (float, "float")]
 
 
 def algo_hparams(algo: Any) -> dict[str, float]:

@@ -118,11 +118,12 @@ def hparam_columns() -> dict[str, bool | float | str]:
     the seed), each with a placeholder of its type: the HParams dashboard's columns."""
     from dataclasses import fields
 
-    from pgrun.config import ALGO_SCHEMAS, EnvConfig
+    from pgrun.algos import registry
+    from pgrun.config import EnvConfig
 
     placeholder = {"float": 0.0, "int": 0, "bool": False}
     columns: dict[str, bool | float | str] = {}
-    for prefix, schema in [("algo", s) for s in ALGO_SCHEMAS.values()] + [("env", EnvConfig)]:
+    for prefix, schema in [("algo", spec.config) for spec in registry().values()] + [("env", EnvConfig)]:
         for f in fields(schema):
             columns[f"{prefix}.{f.name}"] = placeholder.get(getattr(f.type, "__name__", str(f.type)), "")
     columns.update(total_timesteps=0, num_envs=0, seed=0)

@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 import jax
 
-from pgrun.algos.common import Batch
+from pgrun.types import Batch
 from pgrun.envs.core import Env
 from pgrun.envs.wrappers import auto_reset_step
 from pgrun.normalization import RunningMeanStd

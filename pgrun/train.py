@@ -30,10 +30,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from pgrun.algos import make_algorithm
-from pgrun.algos.common import Algorithm, Batch, TrainState
+from pgrun.types import AlgoContext, Algorithm, Batch, TrainState
 from pgrun.checkpoint import restore_into
 from pgrun.config import algo_hparams, iterations, sweep_points
-from pgrun.envs import make_env
+from pgrun.envs import episode_time_limit, make_env
 from pgrun.envs.gym_bridge import GymVectorEnv
 from pgrun.envs.wrappers import EpisodeStats, accumulate_episodes
 from pgrun.episodes import MAX_EPISODE_STEPS, make_acting, make_jax_episode
@@ -117,7 +117,9 @@ def build(cfg: Any) -> Setup:
     env, backend = make_env(cfg.env.id, cfg.env.backend, cfg.num_envs * len(members))
     hidden, activation = cfg.algo.hidden_sizes, cfg.algo.activation
     policy = make_policy(env.observation_space, env.action_space, hidden, activation, cfg.algo.bounded_mean)
-    algorithm = make_algorithm(cfg.algo, policy, block_len * num_blocks)
+    time_limit = episode_time_limit(cfg.env.id)
+    algorithm = make_algorithm(cfg.algo, policy, block_len * num_blocks,
+                               AlgoContext(cfg.num_envs, cfg.env.id, time_limit))
     normalize = running_normalizer if cfg.env.normalize_obs else identity_normalizer
     return Setup(cfg, env, backend, policy, algorithm, normalize,
                  block_len, num_blocks, points, members, eval_period(cfg, block_len))

@@ -37,7 +37,7 @@ import jax
 import numpy as np
 
 from docs_section import write_block
-from pgrun.config import ALGOS
+from pgrun.algos import algorithm_names
 from pgrun.stats import summarize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,7 +112,7 @@ def rows() -> list[Row]:
     out.append(Row("Pendulum-v1", "a2c", 1_000_000, 16, Bar(mean=-250), "conf/tuned/a2c_Pendulum-v1.yaml"))
     out.append(Row("Pendulum-v1", "reinforce", 1_000_000, 16, Bar(mean=-400), "conf/tuned/reinforce_Pendulum-v1.yaml"))
     for env in ("MountainCar-v0", "MountainCarContinuous-v0"):
-        for algo in ALGOS:
+        for algo in algorithm_names():
             out.append(Row(env, algo, 500_000, 8, Bar()))
     return out
 
@@ -241,7 +241,7 @@ def key(env: str, algo: str, seeds: list[int]) -> tuple[str, str, int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--algos", nargs="+", default=list(ALGOS), choices=ALGOS)
+    parser.add_argument("--algos", nargs="+", default=algorithm_names(), choices=algorithm_names())
     parser.add_argument("--envs", nargs="+", default=None, help="default: every environment with a row")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per row (default: the row's own)")
     parser.add_argument("--first-seed", type=int, default=1000)

@@ -22,7 +22,8 @@ from conftest import compose_config
 from pgrun.advantages import discounted_returns
 from pgrun.algos import reinforce
 from pgrun.algos.common import Batch, actor_critic_loss
-from pgrun.algos.reinforce import early_episode_mask, reinforce_loss, reward_to_go, run_time_limit
+from pgrun.algos.reinforce import early_episode_mask, reinforce_loss, reward_to_go
+from pgrun.envs import episode_time_limit
 from pgrun.config import ConfigError, validate
 from pgrun.distributions import Categorical
 from pgrun.rollout import identity_normalizer, make_rollout
@@ -369,7 +370,7 @@ def test_no_baseline_run_uses_the_environments_time_limit():
                          "num_envs=2", "algo.hidden_sizes=[8]")
     validate(cfg)
     setup = build(cfg)
-    assert run_time_limit(setup.cfg.algo) == 500
+    assert episode_time_limit(setup.cfg.env.id) == 500
     state = init_train_state(setup, jax.random.PRNGKey(0))
     obs, env_state = jax.vmap(setup.env.reset)(jax.random.split(jax.random.PRNGKey(1), 2))
     rollout = jax.jit(make_rollout(setup.env, setup.policy, identity_normalizer, 600))

@@ -1,20 +1,51 @@
-"""One module per algorithm; :func:`make_algorithm` picks by ``cfg.name``."""
+"""The algorithm registry: every module in this package that exports ``ALGORITHM``.
+
+Adding an algorithm is one module here (exporting an
+:class:`~pgrun.types.AlgorithmSpec` as ``ALGORITHM``) and one YAML in
+``conf/algo/`` whose defaults start from ``_<name>_schema``; the config
+schemas, command-line choices, validation, HParams columns, tests that cover
+every algorithm and the documentation table all read this registry.
+"""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+from functools import lru_cache
 from typing import Any
 
-from pgrun.algos.a2c import make_a2c
-from pgrun.algos.common import Algorithm
-from pgrun.algos.npg import make_npg
-from pgrun.algos.ppo import make_ppo
-from pgrun.algos.reinforce import make_reinforce
-from pgrun.algos.trpo import make_trpo
+from pgrun.errors import ConfigError
 from pgrun.policies import Policy
+from pgrun.types import Algorithm, AlgoContext, AlgorithmSpec
 
-BUILDERS = {"reinforce": make_reinforce, "a2c": make_a2c, "npg": make_npg, "trpo": make_trpo, "ppo": make_ppo}
+
+@lru_cache(maxsize=None)
+def registry() -> dict[str, AlgorithmSpec]:
+    """Every registered algorithm by name, in alphabetical order."""
+    found: dict[str, AlgorithmSpec] = {}
+    for module_info in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f"{__name__}.{module_info.name}")
+        spec = getattr(module, "ALGORITHM", None)
+        if spec is None:
+            continue
+        if spec.name in found:
+            raise RuntimeError(f"two algorithm modules register the name '{spec.name}'")
+        found[spec.name] = spec
+    return dict(sorted(found.items()))
 
 
-def make_algorithm(cfg: Any, policy: Policy, num_iterations: int) -> Algorithm:
+def algorithm_names() -> list[str]:
+    return list(registry())
+
+
+def get_algorithm(name: str) -> AlgorithmSpec:
+    """The registered algorithm called ``name``; :class:`ConfigError` naming the choices otherwise."""
+    specs = registry()
+    if name not in specs:
+        raise ConfigError(f"unknown algorithm '{name}': choose one of {', '.join(specs)}")
+    return specs[name]
+
+
+def make_algorithm(cfg: Any, policy: Policy, num_iterations: int, context: AlgoContext) -> Algorithm:
     """The algorithm named by ``cfg.name``, built for ``num_iterations`` rollouts."""
-    return BUILDERS[cfg.name](cfg, policy, num_iterations)
+    return get_algorithm(cfg.name).build(cfg, policy, num_iterations, context)

@@ -1,64 +1,22 @@
-"""What every algorithm consumes and produces, and the pieces they share.
+"""The pieces algorithms share: optimiser steps, minibatch epochs, losses, targets.
 
-An algorithm is a pure ``update(state, batch, key) -> (state, metrics)``; the
-training loop owns rollouts, episode statistics and observation statistics.
-Metric names are TensorBoard tags (``losses/...``, ``natural/...``,
-``charts/...``), so the logger needs no table of them.
+What an algorithm consumes and produces (:class:`~pgrun.types.Batch`,
+:class:`~pgrun.types.TrainState`, :class:`~pgrun.types.Algorithm`) is in
+:mod:`pgrun.types`; they are imported here too, for the algorithm modules.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
 
 from pgrun.advantages import gae
-from pgrun.envs.wrappers import EpisodeStats
-from pgrun.normalization import RewardScaler, RunningMeanStd
 from pgrun.permutation import random_permutation
 from pgrun.policies import Policy
-
-
-@flax.struct.dataclass
-class Batch:
-    """One rollout, ``[time, env, ...]``, with raw (unnormalised) observations."""
-
-    obs: jax.Array
-    actions: jax.Array
-    log_probs: jax.Array  # of the behaviour policy, at collection time
-    rewards: jax.Array
-    terminated: jax.Array
-    dones: jax.Array  # terminated or truncated
-    next_obs: jax.Array  # true successor observation (final observation at an episode end)
-
-
-@flax.struct.dataclass
-class TrainState:
-    params: Any
-    opt_state: Any
-    obs_stats: RunningMeanStd
-    reward_scaler: RewardScaler  # updated only with env.normalize_reward
-    episodes: EpisodeStats
-    iteration: jax.Array
-    algo_state: Any = flax.struct.field(default_factory=dict)  # e.g. PPO's adaptive KL beta
-    # The real-valued hyperparameters (``lr``, ``gamma``, ...) as traced scalars: members of
-    # a vectorised sweep carry different values through the same compiled program.
-    hparams: Any = flax.struct.field(default_factory=dict)
-
-
-class Algorithm(NamedTuple):
-    """How to initialise an algorithm's optimiser and own state, and its pure update.
-
-    The update reads its real-valued hyperparameters from ``state.hparams``,
-    never from the config, so they stay inputs of the compiled program.
-    """
-
-    init_opt_state: Callable[[Any], Any]
-    update: Callable[[TrainState, Batch, jax.Array], tuple[TrainState, dict[str, jax.Array]]]
-    init_algo_state: Callable[[dict[str, jax.Array]], Any] = lambda hparams: {}
+from pgrun.types import Algorithm, AlgoConfig, AlgoContext, AlgorithmSpec, Batch, TrainState  # noqa: F401
 
 
 def explained_variance(predictions: jax.Array, targets: jax.Array) -> jax.Array:
@@ -67,7 +25,7 @@ def explained_variance(predictions: jax.Array, targets: jax.Array) -> jax.Array:
     return jnp.where(var_t > 0, 1.0 - jnp.var(targets - predictions) / jnp.maximum(var_t, 1e-12), 0.0)
 
 
-def normalize(x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+def standardize(x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     """Zero mean, unit standard deviation (over the entries where ``mask`` is 1)."""
     if mask is None:
         return (x - x.mean()) / (x.std() + 1e-8)

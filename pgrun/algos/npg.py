@@ -12,16 +12,45 @@ fitted separately by a few epochs of Adam on the value targets.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
+from omegaconf import MISSING
 
 from pgrun.algos.common import (Algorithm, Batch, TrainState, explained_variance, flatten_time, gae_targets,
-                                learning_rate_of, make_optimizer, minibatch_epochs, normalize, optimizer_step)
+                                learning_rate_of, make_optimizer, minibatch_epochs, optimizer_step, standardize)
 from pgrun.natural import backtracking_line_search, fisher_vector_product, natural_step
+from pgrun.errors import require
 from pgrun.policies import Policy
+from pgrun.types import AlgoConfig, AlgoContext, AlgorithmSpec
+
+
+@dataclass
+class NPGConfig(AlgoConfig):
+    """Natural policy gradient: conjugate gradient on Fisher-vector products."""
+
+    name: str = "npg"
+    gae_lambda: float = MISSING
+    delta: float = MISSING  # KL radius of the step: 1/2 s^T F s = delta
+    cg_iters: int = 10
+    cg_tol: float = 1e-10  # stop CG when the squared residual norm is below this
+    damping: float = 0.1  # F + damping * I
+    vf_iters: int = MISSING  # critic epochs per iteration
+    vf_minibatches: int = MISSING
+
+
+def validate_npg(algo: Any, context: AlgoContext) -> None:
+    batch = context.batch_size(algo)
+    require(algo.delta > 0, f"algo.delta={algo.delta} must be positive")
+    require(algo.cg_iters >= 1, f"algo.cg_iters={algo.cg_iters} must be at least 1")
+    require(algo.cg_tol >= 0, f"algo.cg_tol={algo.cg_tol} must be non-negative")
+    require(algo.damping >= 0, f"algo.damping={algo.damping} must be non-negative")
+    require(algo.vf_iters >= 1, f"algo.vf_iters={algo.vf_iters} must be at least 1")
+    require(algo.vf_minibatches >= 1 and batch % algo.vf_minibatches == 0,
+            f"algo.vf_minibatches={algo.vf_minibatches} must divide the batch num_envs*algo.num_steps={batch}")
 
 
 class LineSearch(NamedTuple):
@@ -89,7 +118,7 @@ def make_natural_policy_gradient(cfg: Any, policy: Policy, num_iterations: int,
 
         values, advantages, targets = gae_targets(policy, params["critic"], batch, hp["gamma"], hp["gae_lambda"])
         if cfg.norm_adv:
-            advantages = normalize(advantages)
+            advantages = standardize(advantages)
         obs, actions, log_probs, advantages_flat, targets_flat = flatten_time(
             (batch.obs, batch.actions, batch.log_probs, advantages, targets))
         actor, metrics = policy_step(hp, params["actor"], obs, actions, log_probs, advantages_flat)
@@ -104,5 +133,11 @@ def make_natural_policy_gradient(cfg: Any, policy: Policy, num_iterations: int,
     return Algorithm(lambda params: critic_optimizer.init(params["critic"]), update)
 
 
-def make_npg(cfg: Any, policy: Policy, num_iterations: int) -> Algorithm:
+def make_npg(cfg: Any, policy: Policy, num_iterations: int, context: AlgoContext | None = None) -> Algorithm:
+    """Build NPG's pure update for ``cfg`` (an NPGConfig) and ``num_iterations`` rollouts."""
     return make_natural_policy_gradient(cfg, policy, num_iterations)
+
+
+ALGORITHM = AlgorithmSpec(
+    name="npg", config=NPGConfig, build=make_npg, validate=validate_npg, paper="Kakade, 2002",
+    summary="natural policy gradient: conjugate gradient on Fisher-vector products, a step of KL delta")

@@ -20,14 +20,56 @@ so a mean over every epoch would understate how far the update moved.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+from omegaconf import MISSING
 
 from pgrun.algos.common import (Algorithm, Batch, TrainState, explained_variance, flatten_time, gae_targets,
-                                learning_rate_of, make_optimizer, minibatch_epochs, normalize, optimizer_step)
+                                learning_rate_of, make_optimizer, minibatch_epochs, optimizer_step, standardize)
+from pgrun.errors import require
 from pgrun.policies import Policy
+from pgrun.types import AlgoConfig, AlgoContext, AlgorithmSpec
+
+OBJECTIVES = ("clip", "kl_adaptive", "kl_fixed", "none")
+
+
+@dataclass
+class PPOConfig(AlgoConfig):
+    """Proximal policy optimisation."""
+
+    name: str = "ppo"
+    objective: str = "clip"  # clip | kl_adaptive | kl_fixed | none
+    gae_lambda: float = MISSING
+    update_epochs: int = MISSING
+    num_minibatches: int = MISSING
+    clip_eps: float = MISSING
+    kl_target: float = 0.01  # d_targ of the adaptive KL penalty
+    kl_beta: float = 1.0  # initial (kl_adaptive) or constant (kl_fixed) penalty weight
+    ent_coef: float = MISSING
+    vf_coef: float = MISSING
+    clip_vloss: bool = True  # clip the value update to clip_eps around the rollout's values
+
+
+def check_minibatches(algo: Any, context: AlgoContext) -> None:
+    """Epoch and minibatch counts that split the batch evenly."""
+    batch = context.batch_size(algo)
+    require(algo.update_epochs >= 1, f"algo.update_epochs={algo.update_epochs} must be at least 1")
+    require(algo.num_minibatches >= 1, f"algo.num_minibatches={algo.num_minibatches} must be at least 1")
+    require(batch % algo.num_minibatches == 0,
+            f"the batch of num_envs*algo.num_steps={batch} does not split into "
+            f"algo.num_minibatches={algo.num_minibatches}: pick a divisor of {batch}")
+
+
+def validate_ppo(algo: Any, context: AlgoContext) -> None:
+    require(algo.objective in OBJECTIVES,
+            f"algo.objective={algo.objective} is not valid: use one of {', '.join(OBJECTIVES)}")
+    require(algo.clip_eps > 0, f"algo.clip_eps={algo.clip_eps} must be positive")
+    require(algo.kl_target > 0, f"algo.kl_target={algo.kl_target} must be positive")
+    require(algo.kl_beta >= 0, f"algo.kl_beta={algo.kl_beta} must be non-negative")
+    check_minibatches(algo, context)
 
 
 KL_BETA_RANGE = (1e-4, 1e4)  # the adaptive KL penalty's weight stays in here
@@ -71,7 +113,7 @@ def effective_sample_size(ratio: jax.Array) -> jax.Array:
     return jnp.sum(ratio) ** 2 / (ratio.size * jnp.maximum(jnp.sum(ratio**2), 1e-12))
 
 
-def make_ppo(cfg: Any, policy: Policy, num_iterations: int) -> Algorithm:
+def make_ppo(cfg: Any, policy: Policy, num_iterations: int, context: AlgoContext | None = None) -> Algorithm:
     """Build PPO's pure update for ``cfg`` (a PPOConfig) and ``num_iterations`` rollouts."""
     num_updates = num_iterations * cfg.update_epochs * cfg.num_minibatches
     optimizer = make_optimizer()
@@ -84,7 +126,7 @@ def make_ppo(cfg: Any, policy: Policy, num_iterations: int) -> Algorithm:
         log_ratio = dist.log_prob(actions) - old_log_probs
         ratio = jnp.exp(log_ratio)
         if cfg.norm_adv:
-            advantages = normalize(advantages)
+            advantages = standardize(advantages)
         kl = old_dist.kl(dist).mean()
         if cfg.objective == "clip":
             surrogate = clipped_surrogate(ratio, advantages, hp["clip_eps"]).mean()
@@ -136,3 +178,8 @@ def make_ppo(cfg: Any, policy: Policy, num_iterations: int) -> Algorithm:
         return {"kl_beta": jnp.asarray(hparams["kl_beta"], jnp.float32)} if penalised else {}
 
     return Algorithm(optimizer.init, update, init_algo_state)
+
+
+ALGORITHM = AlgorithmSpec(
+    name="ppo", config=PPOConfig, build=make_ppo, validate=validate_ppo, paper="Schulman et al., 2017",
+    summary="proximal policy optimisation: minibatch epochs on a clipped or KL-penalised surrogate")

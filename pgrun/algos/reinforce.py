@@ -31,23 +31,41 @@ so episodes are cut at both edges of the window:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-from omegaconf import OmegaConf
 
 from pgrun.advantages import discounted_returns
 from pgrun.algos.common import (Algorithm, Batch, TrainState, actor_critic_loss, explained_variance, flatten_time,
-                                learning_rate_of, make_optimizer, normalize, optimizer_step)
+                                learning_rate_of, make_optimizer, optimizer_step, standardize)
+from pgrun.errors import require
 from pgrun.policies import Policy
+from pgrun.types import AlgoConfig, AlgoContext, AlgorithmSpec
 
 
-def episode_time_limit(env_id: str) -> int | None:
-    """The time limit Gymnasium registers for ``env_id`` (the JAX ports keep it); None without one."""
-    import gymnasium
+@dataclass
+class ReinforceConfig(AlgoConfig):
+    """Monte-Carlo policy gradient with reward-to-go."""
 
-    return gymnasium.spec(env_id).max_episode_steps
+    name: str = "reinforce"
+    baseline: str = "value"  # value | none
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+
+
+def validate_reinforce(algo: Any, context: AlgoContext) -> None:
+    require(algo.baseline in ("value", "none"), f"algo.baseline={algo.baseline} is not valid: use value or none")
+    if algo.baseline != "none":
+        return
+    limit, env_id = context.time_limit, context.env_id
+    require(limit is not None, f"algo.baseline=none uses only episodes that fit in a batch, and {env_id} has "
+                               f"no time limit to bound them: use algo.baseline=value")
+    require(algo.num_steps > limit,
+            f"algo.baseline=none uses only episodes that start and end inside a batch: algo.num_steps="
+            f"{algo.num_steps} must exceed {env_id}'s time limit of {limit} steps: set algo.num_steps={4 * limit} "
+            f"or more (fewer episodes go unused) or use algo.baseline=value")
 
 
 def early_episode_mask(dones: jax.Array, time_limit: int) -> jax.Array:
@@ -88,7 +106,7 @@ def reinforce_loss(params: Any, policy: Policy, batch: Batch, hparams: dict[str,
         reward_to_go(policy, params, batch, hparams["gamma"], baseline, time_limit))
     advantages = returns - values
     if norm_adv:
-        advantages = normalize(advantages, mask)
+        advantages = standardize(advantages, mask)
     # Unused steps weigh 0 and the loss still averages over every step of the batch: a
     # fixed denominator, since dividing by the random number of steps kept biases the direction.
     with_critic = baseline == "value"
@@ -101,16 +119,16 @@ def reinforce_loss(params: Any, policy: Policy, batch: Batch, hparams: dict[str,
     return loss, metrics
 
 
-def run_time_limit(cfg: Any) -> int | None:
-    """The time limit of the run's environment. Builders get the run config's ``algo``
-    node, so ``env.id`` is read beside it."""
-    return episode_time_limit(OmegaConf.select(cfg, "..env.id"))
-
-
-def make_reinforce(cfg: Any, policy: Policy, num_iterations: int) -> Algorithm:
+def make_reinforce(cfg: Any, policy: Policy, num_iterations: int, context: AlgoContext | None = None) -> Algorithm:
+    """Build REINFORCE's pure update; ``baseline=none`` needs the environment's time limit
+    from ``context``."""
     optimizer = make_optimizer()
     decay_steps = num_iterations if cfg.anneal_lr else None
-    time_limit = run_time_limit(cfg) if cfg.baseline == "none" else None
+    time_limit = None
+    if cfg.baseline == "none":
+        if context is None or context.time_limit is None:
+            raise ValueError("REINFORCE without a baseline needs the environment's time limit (context.time_limit)")
+        time_limit = context.time_limit
     grad_fn = jax.grad(reinforce_loss, has_aux=True)
 
     def update(state: TrainState, batch: Batch, key: jax.Array):
@@ -121,3 +139,8 @@ def make_reinforce(cfg: Any, policy: Policy, num_iterations: int) -> Algorithm:
         return state.replace(params=params, opt_state=opt_state), metrics
 
     return Algorithm(optimizer.init, update)
+
+
+ALGORITHM = AlgorithmSpec(
+    name="reinforce", config=ReinforceConfig, build=make_reinforce, validate=validate_reinforce,
+    paper="Williams, 1992", summary="Monte-Carlo policy gradient with reward-to-go, a learned baseline or none")

@@ -4,7 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from pgrun.config import ConfigError, close_matches, gymnasium_ids
+from pgrun.errors import ConfigError
+from pgrun.names import close_matches
+
+
+def gymnasium_ids() -> list[str]:
+    """Every id in Gymnasium's registry, sorted."""
+    import gymnasium
+
+    return sorted(gymnasium.registry.keys())
+
+
+def episode_time_limit(env_id: str) -> int | None:
+    """The time limit Gymnasium registers for ``env_id`` (the JAX ports keep it); None without one."""
+    import gymnasium
+
+    return gymnasium.spec(env_id).max_episode_steps
 
 
 def has_jax_port(env_id: str) -> bool:
