@@ -4,7 +4,9 @@ A checkpoint file holds ``{"state": ..., "meta": ...}`` serialised with
 flax: ``state`` is what the training loop needs to continue (parameters,
 optimiser state, observation statistics, episode counters, algorithm state
 such as PPO's KL beta, RNG keys, and on the JAX path the environments
-themselves); ``meta`` holds progress counters. ``state["train"]`` is always
+themselves); ``meta`` holds the run's record (:class:`~pgrun.record.RunRecord`):
+progress counters, latest returns and failures, as msgpack's own numbers,
+lists and strings. ``state["train"]`` is always
 the learner's :class:`~pgrun.algos.common.TrainState`, stacked over seeds.
 Files are written to a temporary name and renamed into place, so a kill
 mid-write never leaves a corrupt ``latest`` checkpoint.
@@ -29,7 +31,7 @@ def save(directory: Path, name: str, state: Any, meta: dict[str, Any]) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
     tmp = path.with_suffix(".tmp")
-    payload = {"state": jax.device_get(state), "meta": {k: np.asarray(v) for k, v in meta.items()}}
+    payload = {"state": jax.device_get(state), "meta": meta}  # meta: numbers, arrays and strings
     with open(tmp, "wb") as f:
         f.write(flax.serialization.to_bytes(payload))
         f.flush()
@@ -64,28 +66,3 @@ def _layout(leaf: Any) -> str:
     """dtype and shape of an array, or of a ``jax.ShapeDtypeStruct`` standing for one."""
     dtype = leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype
     return f"{np.dtype(dtype).name}{list(np.shape(leaf))}"
-
-
-def load_run(run_dir: Path, name: str = FINAL):
-    """``(cfg, setup, train_state)`` of a finished or interrupted run, for evaluation.
-
-    ``train_state`` is stacked over members (seeds, and sweep points). Raises ``FileNotFoundError`` when
-    the run directory has no such checkpoint or no saved config.
-    """
-    from omegaconf import OmegaConf
-
-    from pgrun.config import check_saved_config
-    from pgrun.train import build, init_train_state, over_members
-
-    config_path = run_dir / ".hydra" / "config.yaml"
-    path = run_dir / DIRECTORY / name
-    for required in (config_path, path):
-        if not required.exists():
-            raise FileNotFoundError(required)
-    cfg = OmegaConf.load(config_path)
-    check_saved_config(cfg, run_dir)
-    setup = build(cfg)
-    seeds = np.asarray(setup.seeds, np.uint32)
-    init = over_members(lambda s, hp: init_train_state(setup, jax.random.PRNGKey(s), hp), len(seeds))
-    template = jax.eval_shape(init, seeds, setup.member_hparams())
-    return cfg, setup, restore_into(template, read(path)["state"]["train"])

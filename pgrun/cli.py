@@ -121,9 +121,8 @@ def _run_job(cfg: Any, run_dir: Path, resume: bool = False, launcher: Any = None
     if warning:
         print(f"pgrun: warning: {warning}", file=sys.stderr, flush=True)
 
-    from pgrun.config import ConfigError
-    from pgrun.run import TrainingInterrupted, run_training
-    from pgrun.train import TrainingError
+    from pgrun.errors import ConfigError, TrainingError, TrainingInterrupted
+    from pgrun.run import run_training
 
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # backend probing is noise
     try:
@@ -142,10 +141,10 @@ def _run_job(cfg: Any, run_dir: Path, resume: bool = False, launcher: Any = None
 
 
 def _write_invalid_summary(run_dir: Path, error: str) -> None:
-    from pgrun.logger import write_json_atomic
+    from pgrun.run_folder import RunFolder
 
     if run_dir.is_dir():
-        write_json_atomic(run_dir / "summary.json", {"status": "invalid", "error": error})
+        RunFolder(run_dir).write_summary({"status": "invalid", "error": error})
 
 
 def _objective(result: JobResult) -> float:

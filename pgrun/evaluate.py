@@ -303,9 +303,10 @@ def evaluate(run_dir: Path, episodes: int = 10, backend: str | None = None, dete
     """
     import jax
 
-    from pgrun import checkpoint as checkpoints
     from pgrun.config import ConfigError
-    from pgrun.logger import write_json_atomic
+    from pgrun.run_folder import RunFolder
+    from pgrun.trained import load_trained
+    from pgrun.run_folder import write_json_atomic
 
     run_dir = Path(run_dir)
     if checkpoint not in CHECKPOINTS:
@@ -317,7 +318,7 @@ def evaluate(run_dir: Path, episodes: int = 10, backend: str | None = None, dete
     cfg, backend = check_run(run_dir, checkpoint, seed_index, backend)
     path = checkpoint_file(run_dir, checkpoint)
     try:
-        _, setup, train_state = checkpoints.load_run(run_dir, path.name)
+        setup = load_trained(RunFolder(run_dir), checkpoint)
     except ConfigError as err:
         raise EvalError(str(err)) from None
     except Exception as err:  # a corrupt file, or one from an incompatible version
@@ -325,10 +326,7 @@ def evaluate(run_dir: Path, episodes: int = 10, backend: str | None = None, dete
         raise EvalError(f"cannot load {path} with the run's config ({detail}): "
                         f"try --checkpoint {'latest' if checkpoint == 'final' else 'final'}, "
                         f"or train the run again") from None
-    if hasattr(setup.env, "close"):
-        setup.env.close()  # the training environments are not needed
-    params = jax.tree.map(lambda x: x[seed_index], train_state.params)
-    obs_stats = jax.tree.map(lambda x: x[seed_index], train_state.obs_stats)
+    params, obs_stats = setup.member(seed_index)
     env_id = str(cfg.env.id)
 
     play = run_jax if backend == "jax" else run_gymnasium

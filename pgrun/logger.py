@@ -1,18 +1,15 @@
-"""TensorBoard scalars, progress lines and ``summary.json``.
+"""What a user sees while a run trains: TensorBoard scalars and the progress line.
 
-Turns the per-iteration metric arrays of one block (``[seeds, iterations]``)
-into one TensorBoard point per seed and block, against environment steps.
+Turns the per-iteration metric arrays of one block (``[members, iterations]``)
+into one TensorBoard point per member and block, against environment steps.
 Uses tensorboardX, which writes event files without TensorFlow.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import sys
 import time
-from collections.abc import Container
 from pathlib import Path
 from typing import Any
 
@@ -20,78 +17,55 @@ import numpy as np
 import tensorboardX.summary
 from tensorboardX import SummaryWriter
 
+from pgrun.record import RunRecord
+from pgrun.train import BlockDone
 
 
-def seed_dirs(run_dir: Path, seeds: list[int]) -> list[Path]:
-    """Where each seed's event files go: the run dir itself for one seed."""
-    return [run_dir] if len(seeds) == 1 else [run_dir / f"seed_{s}" for s in seeds]
 
+class TensorBoardLogger:
+    """Per-member TensorBoard writers: one point per member and block, against environment
+    steps. A trainer callback; members the record marks failed get no further points."""
 
-def point_dir(run_dir: Path, point: dict[str, float]) -> Path:
-    """Where one point of a vectorised sweep keeps its runs: a sub-folder named
-    by its values (the run dir itself outside a vectorised sweep)."""
-    from pgrun.config import point_name
-
-    return run_dir / point_name(point) if point else run_dir
-
-
-def member_dirs(run_dir: Path, points: list[dict[str, float]], seeds: list[int]) -> list[Path]:
-    """Event-file folder of every member (point-major, then seed): each point
-    folder is laid out like a plain run, so tools that read runs read points."""
-    return [d for point in points for d in seed_dirs(point_dir(run_dir, point), seeds)]
-
-
-class BlockLogger:
-    """Per-member TensorBoard writers plus the running record of episodic returns."""
-
-    def __init__(self, dirs: list[Path], purge_step: int | None = None):
+    def __init__(self, dirs: list[Path], record: RunRecord, steps_per_block: int, purge_step: int | None = None):
         self.writers = [SummaryWriter(logdir=str(d), flush_secs=10, purge_step=purge_step) for d in dirs]
-        self.last_return = [math.nan] * len(dirs)
-        self.last_length = [math.nan] * len(dirs)
-        self.eval_return = [math.nan] * len(dirs)  # the latest evaluation's mean over its episodes
-        self.eval_length = [math.nan] * len(dirs)
-        self.stopped: Container[int] = ()  # members whose training failed: no further points
+        self.record, self.steps_per_block = record, steps_per_block
+
+    def __call__(self, done: BlockDone) -> None:
+        self.log_block(done.metrics, done.env_steps, done.seconds, self.steps_per_block)
+        if done.evaluation is not None:
+            self.log_evaluation(done.env_steps)
 
     def log_block(self, metrics: dict[str, np.ndarray], env_steps: int, seconds: float, steps_in_block: int) -> None:
+        record = self.record
         for i, writer in enumerate(self.writers):
-            if i in self.stopped:
+            if not record.active(i):
                 continue
             count = float(np.sum(metrics["episode_count"][i]))
             writer.add_scalar("charts/episodes", count, env_steps)  # how many episodes the point above averages
-            if count > 0:
-                self.last_return[i] = float(np.sum(metrics["episode_return_sum"][i]) / count)
-                self.last_length[i] = float(np.sum(metrics["episode_length_sum"][i]) / count)
-            if not math.isnan(self.last_return[i]):
-                writer.add_scalar("charts/episodic_return", self.last_return[i], env_steps)
-                writer.add_scalar("charts/episodic_length", self.last_length[i], env_steps)
+            if not math.isnan(record.last_return[i]):
+                writer.add_scalar("charts/episodic_return", record.last_return[i], env_steps)
+                writer.add_scalar("charts/episodic_length", record.last_length[i], env_steps)
             writer.add_scalar("charts/sps", steps_in_block / max(seconds, 1e-9), env_steps)
             for tag, values in metrics.items():
                 if "/" in tag and not tag.startswith("health/"):  # metrics are named by their tag
                     writer.add_scalar(tag, float(np.mean(values[i])), env_steps)
 
-    def log_evaluation(self, returns: np.ndarray, lengths: np.ndarray, env_steps: int) -> None:
-        """One evaluation (``[members, episodes]``): each member's mean over its episodes, as
-        ``eval/episodic_return`` and ``eval/episodic_length`` -- apart from ``charts/``, whose returns
-        come from the training episodes of a policy that changes while they run."""
+    def log_evaluation(self, env_steps: int) -> None:
+        """The latest evaluation, each member's mean over its episodes, as ``eval/episodic_return`` and
+        ``eval/episodic_length`` -- apart from ``charts/``, whose returns come from the training
+        episodes of a policy that changes while they run."""
         for i, writer in enumerate(self.writers):
-            if i in self.stopped:
-                continue
-            self.eval_return[i] = float(np.mean(returns[i]))
-            self.eval_length[i] = float(np.mean(lengths[i]))
-            writer.add_scalar("eval/episodic_return", self.eval_return[i], env_steps)
-            writer.add_scalar("eval/episodic_length", self.eval_length[i], env_steps)
-
-    def mean_return(self) -> float:
-        """Mean over members of the latest episodic return (NaN before any episode ended)."""
-        finite = [r for i, r in enumerate(self.last_return) if not math.isnan(r) and i not in self.stopped]
-        return float(np.mean(finite)) if finite else math.nan
+            if self.record.active(i):
+                writer.add_scalar("eval/episodic_return", self.record.eval_return[i], env_steps)
+                writer.add_scalar("eval/episodic_length", self.record.eval_length[i], env_steps)
 
     def write_hparams(self, hparams: list[dict[str, Any]], seeds: list[int]) -> None:
         """Record each member's hyperparameters with its final return for TensorBoard's
         HParams dashboard (in the member's own run, so the dashboard lists every run)."""
-        for i, (writer, values, seed, final) in enumerate(zip(self.writers, hparams, seeds, self.last_return,
+        record = self.record
+        for i, (writer, values, seed, final) in enumerate(zip(self.writers, hparams, seeds, record.last_return,
                                                              strict=True)):
-            if math.isnan(final) or i in self.stopped:  # nothing to compare
+            if math.isnan(final) or not record.active(i):  # nothing to compare
                 continue
             values = {**values, "seed": seed}
             metric = {"hparams/final_return": final}
@@ -175,9 +149,3 @@ def flat_hparams(cfg: Any) -> dict[str, bool | int | float | str]:
     for key in ("total_timesteps", "num_envs"):
         flat[key] = container[key]
     return flat
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)

@@ -39,7 +39,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from pgrun import stats
-from pgrun.logger import seed_dirs
+from pgrun.run_folder import RunFolder
 
 RETURN_TAG = "charts/episodic_return"
 # Always part of the default configuration key: they name the problem being solved.
@@ -99,7 +99,7 @@ class Run:
 
     def event_dirs(self) -> dict[int, Path]:
         """Where each seed's event files are (the run directory itself for one seed)."""
-        return dict(zip(self.seeds, seed_dirs(self.path, self.seeds)))
+        return dict(zip(self.seeds, RunFolder(self.path).seed_dirs(self.seeds)))
 
 
 @dataclass

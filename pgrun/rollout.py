@@ -23,6 +23,11 @@ def running_normalizer(stats: RunningMeanStd, obs: jax.Array) -> jax.Array:
     return stats.normalize(obs)
 
 
+def normalizer_for(normalize_obs: bool) -> Normalizer:
+    """The running normaliser with ``env.normalize_obs``, else the identity."""
+    return running_normalizer if normalize_obs else identity_normalizer
+
+
 def act(policy: Policy, normalize: Normalizer, params: Any, obs_stats: RunningMeanStd, obs: jax.Array,
         key: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Sample actions for a batch of raw observations: ``(actions, log_probs)``."""

@@ -1,40 +1,38 @@
-"""One training run in one run directory: train, log, checkpoint, summarise.
+"""The run driver: one training run in one run folder -- train, log, checkpoint, summarise.
 
-A run can be stopped at any block boundary: by a non-finite metric (exit 1,
-``status: failed``, the last good checkpoint kept; in a vectorised sweep only
-once every member has failed) or by SIGINT/SIGTERM
-(a checkpoint of the current state, ``status: interrupted``). A run killed
-outright continues from its latest checkpoint with ``resume=True``.
+It wires the trainer (:func:`pgrun.train.train_blocks`) to what a run writes:
+TensorBoard, the progress line, checkpoints and ``summary.json``, each a
+callback called after every block. A run can be stopped at any block
+boundary: by a non-finite metric (exit 1, ``status: failed``, the last good
+checkpoint kept; in a vectorised sweep only once every member has failed)
+or by SIGINT/SIGTERM (a checkpoint of the current state, ``status:
+interrupted``). A run killed outright continues from its latest checkpoint
+with ``resume=True``.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import signal
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 import jax
-import numpy as np
 
 from pgrun import checkpoint, provenance
-from pgrun.config import ConfigError, point_name, validate, with_overrides
-from pgrun.logger import BlockLogger, Progress, flat_hparams, member_dirs, point_dir, write_json_atomic
-from pgrun.train import (Member, Setup, TrainingError, build, make_loop, non_finite_members, non_finite_message,
-                         pop_evaluation)
+from pgrun.config import point_name, validate, with_overrides
+from pgrun.errors import ConfigError, TrainingError, TrainingInterrupted, first_line
+from pgrun.logger import Progress, TensorBoardLogger, flat_hparams
+from pgrun.record import RunRecord
+from pgrun.run_folder import RunFolder, write_json_atomic
+from pgrun.summary import Timing, report_done, sample_std, write_summaries
+from pgrun.train import BlockDone, Setup, build, make_loop, member_label, train_blocks
+
+__all__ = ["TrainingError", "TrainingInterrupted", "report_done", "run_training", "sample_std"]
 
 COMPILE_CACHE_MAX_BYTES = 2**30
-
-
-class TrainingInterrupted(RuntimeError):
-    """SIGINT or SIGTERM stopped the run after saving a checkpoint."""
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.signum = signum
 
 
 def enable_compile_cache(directory: str) -> None:
@@ -48,7 +46,7 @@ def enable_compile_cache(directory: str) -> None:
 
 @contextmanager
 def stop_requests() -> Iterator[list[int]]:
-    """Record SIGINT/SIGTERM instead of raising mid-block; the loop checks between blocks.
+    """Record SIGINT/SIGTERM instead of raising mid-block; a callback checks between blocks.
 
     Raising inside a compiled call could lose the state it returns (its input
     buffers are donated), so the signal only sets a flag.
@@ -67,25 +65,115 @@ def stop_requests() -> Iterator[list[int]]:
             signal.signal(s, handler)
 
 
-def write_point_configs(cfg: Any, run_dir: Path, setup: Setup) -> None:
+def write_point_configs(cfg: Any, folder: RunFolder, setup: Setup) -> None:
     """Give each point of a vectorised sweep a ``.hydra/`` of its own, as if it
     were a job of a multirun: its resolved config holds its own values, and its
     overrides name them, so reports and plots treat points like any other run."""
     from omegaconf import OmegaConf
 
-    overrides_path = run_dir / ".hydra" / "overrides.yaml"
-    base = [str(o) for o in OmegaConf.load(overrides_path)] if overrides_path.exists() else []
-    base = [o for o in base if not o.lstrip("+~").startswith("sweep.vmap")]
+    base = [o for o in folder.load_overrides() if not o.lstrip("+~").startswith("sweep.vmap")]
     for point in setup.points:
-        hydra_dir = point_dir(run_dir, point) / ".hydra"
-        hydra_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(with_overrides(cfg, point), hydra_dir / "config.yaml")
-        OmegaConf.save(OmegaConf.create(base + [f"{k}={v!r}" for k, v in point.items()]), hydra_dir / "overrides.yaml")
+        point_folder = folder.point(point)
+        point_folder.config_path.parent.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(with_overrides(cfg, point), point_folder.config_path)
+        OmegaConf.save(OmegaConf.create(base + [f"{k}={v!r}" for k, v in point.items()]), point_folder.overrides_path)
 
 
-def member_label(member: Member) -> str:
-    """``seed 3``, or ``algo.lr=0.001, seed 3`` in a vectorised sweep."""
-    return f"{point_name(member.point)}, seed {member.seed}" if member.point else f"seed {member.seed}"
+@dataclass
+class Session:
+    """One call of :func:`run_training`: the run's folder, loop and record, and its clock."""
+
+    setup: Setup
+    folder: RunFolder
+    loop: Any
+    runner: Any
+    record: RunRecord
+    resumed: bool
+    compile_seconds: float
+    started: float = field(default_factory=time.perf_counter)
+    logger: TensorBoardLogger | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.setup.cfg.algo.name} {self.setup.cfg.env.id}"
+
+    def timing(self) -> Timing:
+        return Timing(self.record.earlier_seconds + time.perf_counter() - self.started, self.compile_seconds)
+
+    def save(self, name: str) -> None:
+        """A checkpoint of the current runner and record; every logged point is on disk first."""
+        if self.logger is not None:
+            self.logger.flush()
+        checkpoint.save(self.folder.checkpoints, name, self.loop.checkpoint_state(self.runner),
+                        self.record.to_meta(self.timing().wall_seconds))
+
+    def summarize(self, status: str, **extra: Any) -> dict[str, Any]:
+        return write_summaries(self.folder, self.setup, self.record, self.timing(), status, self.resumed,
+                               member_label, **extra)
+
+
+def start_session(setup: Setup, folder: RunFolder, resume: bool) -> Session:
+    """Compile and initialise the loop; on resume, continue from the latest checkpoint."""
+    loop = make_loop(setup)
+    started = time.perf_counter()
+    runner = loop.start()
+    compile_seconds = time.perf_counter() - started
+    record = RunRecord(len(setup.members))
+    if resume:
+        saved = checkpoint.read(folder.checkpoint("latest"))
+        try:
+            runner = loop.restore(runner, saved["state"])
+        except (ValueError, KeyError) as err:
+            raise ConfigError(f"resume={folder.path}: its checkpoint does not match the state this version of "
+                              f"pgrun trains ({type(err).__name__}: {first_line(err)[:120]}); it was written by "
+                              "another version: start a new run") from None
+        record = RunRecord.from_meta(saved["meta"], len(setup.members))
+    return Session(setup, folder, loop, runner, record, resume, compile_seconds, started)
+
+
+def announce(setup: Setup, folder: RunFolder) -> None:
+    """The run's first line: what trains, where, on which device."""
+    cfg = setup.cfg
+    if cfg.quiet:
+        return
+    seeds = [cfg.seed + i for i in range(cfg.num_seeds)]
+    sweep = f" points={len(setup.points)}" if setup.points != [{}] else ""
+    print(f"[{cfg.algo.name} {cfg.env.id}] backend={setup.backend} seeds={seeds}{sweep} "
+          f"device={jax.devices()[0].platform} iterations={setup.block_len * setup.num_blocks} "
+          f"run_dir={folder.path}", flush=True)
+
+
+def block_callbacks(session: Session, stop: list[int]) -> list:
+    """What happens after every block, in order: failure notices, TensorBoard, progress,
+    a requested stop (checkpoint, summary, exit), the periodic checkpoint."""
+    setup, cfg, record = session.setup, session.setup.cfg, session.record
+    steps_per_block = setup.block_len * setup.steps_per_iteration
+    progress = Progress(session.label, setup.num_blocks * steps_per_block, cfg.quiet)
+    blocks_per_checkpoint = max(1, cfg.checkpoint.every // setup.block_len)
+
+    def notify_failures(done: BlockDone) -> None:
+        for why in done.newly_failed.values():
+            if not cfg.quiet:
+                print(f"[{session.label}] {why}; the other members train on", flush=True)
+
+    def show_progress(done: BlockDone) -> None:
+        progress.update(done.env_steps, record.mean_return(), steps_per_block * len(setup.members) /
+                        max(done.seconds, 1e-9), force=done.last)
+
+    def honour_stop(done: BlockDone) -> None:
+        session.runner = done.runner
+        if stop:
+            session.save(checkpoint.LATEST)
+            session.summarize("interrupted")
+            raise TrainingInterrupted(f"{signal.Signals(stop[0]).name} received: stopped at {done.env_steps:,d} env "
+                                      f"steps and saved a checkpoint; continue with: pgrun resume={session.folder.path}",
+                                      stop[0])
+
+    def save_periodically(done: BlockDone) -> None:
+        if record.blocks_done % blocks_per_checkpoint == 0:
+            session.save(checkpoint.LATEST)
+
+    return [notify_failures, session.logger, show_progress, honour_stop, save_periodically]
 
 
 def run_training(cfg: Any, run_dir: Path, resume: bool = False) -> dict[str, Any]:
@@ -101,197 +189,45 @@ def run_training(cfg: Any, run_dir: Path, resume: bool = False) -> dict[str, Any
     validate(cfg)
     enable_compile_cache(cfg.compile_cache_dir)
     setup = build(cfg)
-    loop = make_loop(setup)
-    vectorised = setup.points != [{}]
-    members = setup.members
-    label = f"{cfg.algo.name} {cfg.env.id}"
+    folder = RunFolder(Path(run_dir))
+    announce(setup, folder)
+    folder.path.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(folder.provenance_path(resume), provenance.collect())
+    if setup.points != [{}]:
+        write_point_configs(cfg, folder, setup)
+    session = start_session(setup, folder, resume)
     steps_per_block = setup.block_len * setup.steps_per_iteration
-    progress = Progress(label, setup.num_blocks * steps_per_block, cfg.quiet)
-    checkpoints = run_dir / checkpoint.DIRECTORY
-    seeds = [cfg.seed + i for i in range(cfg.num_seeds)]
-    if not cfg.quiet:
-        sweep = f" points={len(setup.points)}" if vectorised else ""
-        print(f"[{label}] backend={setup.backend} seeds={seeds}{sweep} device={jax.devices()[0].platform} "
-              f"iterations={setup.block_len * setup.num_blocks} run_dir={run_dir}", flush=True)
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run_dir / ("provenance-resume.json" if resume else "provenance.json"), provenance.collect())
-    if vectorised:
-        write_point_configs(cfg, run_dir, setup)
-    start = time.perf_counter()
-    runner = loop.start()
-    compile_seconds = time.perf_counter() - start
-    blocks_done, earlier_seconds = 0, 0.0
-    last_return, last_length = [math.nan] * len(members), [math.nan] * len(members)
-    last_eval = {"eval_return": [math.nan] * len(members), "eval_length": [math.nan] * len(members)}
-    failures: dict[int, str] = {}  # member index -> why its training failed
-    if resume:
-        saved = checkpoint.read(checkpoints / checkpoint.LATEST)
-        try:
-            runner = loop.restore(runner, saved["state"])
-        except (ValueError, KeyError) as err:
-            raise ConfigError(f"resume={run_dir}: its checkpoint does not match the state this version of pgrun "
-                              f"trains ({type(err).__name__}: {str(err).splitlines()[0][:120]}); it was written by "
-                              "another version: start a new run") from None
-        meta = saved["meta"]
-        blocks_done, earlier_seconds = int(meta["blocks_done"]), float(meta["wall_seconds"])
-        last_return, last_length = list(map(float, meta["last_return"])), list(map(float, meta["last_length"]))
-        for name in ("eval_return", "eval_length"):  # absent from checkpoints of runs without evaluation
-            last_eval[name] = list(map(float, meta.get(name, last_eval[name])))
-        if "failures" in meta:
-            failures = {int(i): why for i, why in json.loads(bytes(np.asarray(meta["failures"], np.uint8))).items()}
     # TensorBoard drops points a killed run logged after its latest checkpoint.
-    logger = BlockLogger(member_dirs(run_dir, setup.points, seeds),
-                         purge_step=blocks_done * steps_per_block + 1 if resume else None)
-    logger.last_return, logger.last_length = last_return, last_length
-    logger.eval_return, logger.eval_length = last_eval["eval_return"], last_eval["eval_length"]
-    logger.stopped = failures  # the logger skips failed members from here on
-    blocks_per_checkpoint = max(1, cfg.checkpoint.every // setup.block_len)
-
-    def wall_seconds() -> float:
-        return earlier_seconds + time.perf_counter() - start
-
-    def save(name: str) -> None:
-        logger.flush()  # every point up to this checkpoint is on disk before it exists
-        meta = {"blocks_done": blocks_done, "wall_seconds": wall_seconds(),
-                "last_return": logger.last_return, "last_length": logger.last_length,
-                "eval_return": logger.eval_return, "eval_length": logger.eval_length,
-                # as UTF-8 bytes: checkpoint metadata holds arrays only
-                "failures": np.frombuffer(json.dumps({str(i): why for i, why in failures.items()}).encode(), np.uint8)}
-        checkpoint.save(checkpoints, name, loop.checkpoint_state(runner), meta)
-
-    def summarize(status: str, **extra: Any) -> dict[str, Any]:
-        seconds = wall_seconds()
-        env_steps = blocks_done * steps_per_block
-
-        def summary_of(indices: list[int], status: str, **extra: Any) -> dict[str, Any]:
-            returns = [None if math.isnan(logger.last_return[i]) or i in failures else float(logger.last_return[i])
-                       for i in indices]
-            finite = [r for r in returns if r is not None]
-            evaluated = [None if math.isnan(logger.eval_return[i]) or i in failures else float(logger.eval_return[i])
-                         for i in indices]
-            evaluated_finite = [r for r in evaluated if r is not None]
-            return {
-                "status": status,
-                "algo": cfg.algo.name,
-                "env": cfg.env.id,
-                "backend": setup.backend,
-                "seeds": [members[i].seed for i in indices],
-                "env_steps": env_steps,
-                "iterations": blocks_done * setup.block_len,
-                "wall_seconds": seconds,
-                "compile_seconds": compile_seconds,
-                "sps": env_steps * len(indices) / seconds,
-                "sps_after_compile": env_steps * len(indices) / max(seconds - compile_seconds, 1e-9),
-                "final_return_mean": float(np.mean(finite)) if finite else None,
-                "final_return_std": sample_std(finite),
-                "returns_per_seed": returns,
-                # the last evaluation (eval.*): mean return of its episodes, per member
-                "eval_returns_per_seed": evaluated,
-                "eval_return_mean": float(np.mean(evaluated_finite)) if evaluated_finite else None,
-                "resumed": resume,
-                **extra,
-            }
-
-        summary = summary_of(list(range(len(members))), status, **extra)
-        if vectorised:
-            summary["points"] = []
-            for point in setup.points:
-                indices = [i for i, m in enumerate(members) if m.point == point]
-                failed = [failures[i] for i in indices if i in failures]
-                point_status = "failed" if len(failed) == len(indices) and status == "completed" else status
-                point_extra = {"sweep_point": point, "shared_run": str(run_dir)}
-                if failed:
-                    point_extra["error"] = "; ".join(failed)
-                # wall time is the shared run's; sps is this point's share of its throughput
-                point_summary = summary_of(indices, point_status, **point_extra)
-                write_json_atomic(point_dir(run_dir, point) / "summary.json", point_summary)
-                summary["points"].append({"point": point, "dir": point_dir(run_dir, point).name,
-                                          "status": point_status,
-                                          "final_return_mean": point_summary["final_return_mean"],
-                                          "final_return_std": point_summary["final_return_std"],
-                                          "returns_per_seed": point_summary["returns_per_seed"],
-                                          "eval_return_mean": point_summary["eval_return_mean"]})
-            if failures:
-                summary["failed_members"] = [{"member": member_label(members[i]), "error": why}
-                                             for i, why in sorted(failures.items())]
-        write_json_atomic(run_dir / "summary.json", summary)
-        return summary
-
+    session.logger = TensorBoardLogger(folder.member_dirs(setup.points, [cfg.seed + i for i in range(cfg.num_seeds)]),
+                                       session.record, steps_per_block,
+                                       purge_step=session.record.blocks_done * steps_per_block + 1 if resume else None)
     if not resume:
-        save(checkpoint.LATEST)  # a good state exists from the start
+        session.save(checkpoint.LATEST)  # a good state exists from the start
     try:
         with stop_requests() as stop:
-            while blocks_done < setup.num_blocks:
-                block_start = time.perf_counter()
-                runner, metrics = loop.run_block(runner)
-                seconds = time.perf_counter() - block_start
-                evaluation = pop_evaluation(metrics)
-                diverged = {i: found for i, found in non_finite_members(metrics, blocks_done * setup.block_len).items()
-                            if i not in failures}
-                if diverged and (not vectorised or len(failures) + len(diverged) == len(members)):
-                    i, (iteration, what) = min(diverged.items(), key=lambda item: item[1][0])
-                    raise TrainingError(non_finite_message(what, iteration, member_label(members[i])))
-                for i, (iteration, what) in diverged.items():
-                    failures[i] = non_finite_message(what, iteration, member_label(members[i]))
-                    if not cfg.quiet:
-                        print(f"[{label}] {failures[i]}; the other members train on", flush=True)
-                blocks_done += 1
-                env_steps = blocks_done * steps_per_block
-                logger.log_block(metrics, env_steps, seconds, steps_per_block)
-                if evaluation is not None:
-                    logger.log_evaluation(evaluation.returns, evaluation.lengths, env_steps)
-                progress.update(env_steps, logger.mean_return(),
-                                steps_per_block * len(members) / max(seconds, 1e-9),
-                                force=blocks_done == setup.num_blocks)
-                if stop:
-                    save(checkpoint.LATEST)
-                    summarize("interrupted")
-                    name = signal.Signals(stop[0]).name
-                    raise TrainingInterrupted(f"{name} received: stopped at {env_steps:,d} env steps and saved "
-                                              f"a checkpoint; continue with: pgrun resume={run_dir}", stop[0])
-                if blocks_done % blocks_per_checkpoint == 0:
-                    save(checkpoint.LATEST)
+            session.runner = train_blocks(setup, session.loop, session.runner, session.record,
+                                          block_callbacks(session, stop))
         point_configs = {point_name(p): with_overrides(cfg, p) if p else cfg for p in setup.points}
-        logger.write_hparams([flat_hparams(point_configs[point_name(m.point)]) for m in members], setup.seeds)
+        session.logger.write_hparams([flat_hparams(point_configs[point_name(m.point)]) for m in setup.members],
+                                     setup.seeds)
     except TrainingError as err:
         # The state in memory is the bad one: the last good checkpoint on disk stays as it is.
-        summarize("failed", error=str(err))
+        session.summarize("failed", error=str(err))
         raise
     finally:
-        logger.close()
-    save(checkpoint.LATEST)
-    save(checkpoint.FINAL)
-    summary = summarize("completed")
+        session.logger.close()
+    return finish(session)
+
+
+def finish(session: Session) -> dict[str, Any]:
+    """The final checkpoints and summary; :class:`TrainingError` if any member failed."""
+    session.save(checkpoint.LATEST)
+    session.save(checkpoint.FINAL)
+    summary = session.summarize("completed")
+    cfg, failures = session.setup.cfg, session.record.failures
     if not cfg.quiet:
-        report_done(label, summary, compile_seconds, len(seeds))
+        report_done(session.label, summary, session.compile_seconds, cfg.num_seeds)
     if failures:
-        first = failures[min(failures)]
-        raise TrainingError(f"{len(failures)} of {len(members)} members failed, first: {first}; the others "
-                            f"completed (see {run_dir / 'summary.json'})")
+        raise TrainingError(f"{len(failures)} of {len(session.setup.members)} members failed, first: "
+                            f"{failures[min(failures)]}; the others completed (see {session.folder.summary_path})")
     return summary
-
-
-def sample_std(values: list[float]) -> float | None:
-    """The spread of final returns across seeds: the sample standard deviation
-    (n - 1), since the seeds are a sample; None below two values, which have none."""
-    return float(np.std(values, ddof=1)) if len(values) >= 2 else None
-
-
-def report_done(label: str, summary: dict[str, Any], compile_seconds: float, num_seeds: int) -> None:
-    """The closing lines: final return (per sweep point in a vectorised sweep) and speed;
-    a ± spread only where two or more seeds have a return."""
-
-    def shown(mean: float | None, std: float | None) -> str:
-        if mean is None:
-            return "n/a (no episode finished)"
-        return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
-
-    for point in summary.get("points", []):
-        print(f"[{label}] {point['dir']}: final mean return {shown(point['final_return_mean'], point['final_return_std'])}"
-              f" over {num_seeds} seed(s){'' if point['status'] == 'completed' else ' (' + point['status'] + ')'}",
-              flush=True)
-    print(f"[{label}] done: final mean return {shown(summary['final_return_mean'], summary['final_return_std'])} "
-          f"over {len(summary['seeds'])} {'member' if 'points' in summary else 'seed'}(s), "
-          f"{summary['env_steps']:,d} steps/seed in {summary['wall_seconds']:.1f}s "
-          f"(compile {compile_seconds:.1f}s, {summary['sps']:,.0f} steps/s)", flush=True)

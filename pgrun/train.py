@@ -20,9 +20,10 @@ as traced inputs -- so one compiled program serves them all.
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import flax.struct
 import jax
@@ -32,14 +33,16 @@ import numpy as np
 from pgrun.algos import make_algorithm
 from pgrun.types import AlgoContext, Algorithm, Batch, TrainState
 from pgrun.checkpoint import restore_into
-from pgrun.config import algo_hparams, iterations, sweep_points
+from pgrun.errors import TrainingError
+from pgrun.record import RunRecord
+from pgrun.config import algo_hparams, iterations, point_name, sweep_points
 from pgrun.envs import episode_time_limit, make_env
 from pgrun.envs.gym_bridge import GymVectorEnv
 from pgrun.envs.wrappers import EpisodeStats, accumulate_episodes
 from pgrun.episodes import MAX_EPISODE_STEPS, make_acting, make_jax_episode
 from pgrun.normalization import RewardScaler, RunningMeanStd
 from pgrun.policies import Policy, make_policy
-from pgrun.rollout import Normalizer, act, identity_normalizer, make_rollout, running_normalizer
+from pgrun.rollout import Normalizer, act, make_rollout, normalizer_for
 
 
 # Initialisation runs once, so its compile time is all that counts: on the CPU backend, without
@@ -58,10 +61,6 @@ def compile_run_once(jitted: Callable, *args: Any) -> Callable:
     """Compile a program that is called once, for the least compile time."""
     options = CPU_RUN_ONCE_OPTIONS if jax.default_backend() == "cpu" else None
     return jitted.lower(*args).compile(options)
-
-
-class TrainingError(RuntimeError):
-    """Training could not go on (for example a non-finite loss): exit code 1."""
 
 
 @dataclass(frozen=True)
@@ -105,23 +104,37 @@ class Setup:
 
     def member_hparams(self) -> dict[str, np.ndarray]:
         """Each real-valued hyperparameter stacked over members (float32 ``[members]``)."""
-        base = algo_hparams(self.cfg.algo)
-        rows = [{**base, **{k.split(".", 1)[1]: v for k, v in m.point.items()}} for m in self.members]
-        return {name: np.asarray([row[name] for row in rows], np.float32) for name in base}
+        return member_hparams(self.cfg, self.members)
+
+
+def members_of(cfg: Any) -> tuple[list[dict[str, float]], list[Member]]:
+    """``(sweep points, members)``: every point of ``sweep.vmap`` times every seed, point-major."""
+    points = sweep_points(cfg)
+    return points, [Member(cfg.seed + i, point) for point in points for i in range(cfg.num_seeds)]
+
+
+def member_hparams(cfg: Any, members: list[Member]) -> dict[str, np.ndarray]:
+    """Each real-valued hyperparameter stacked over ``members`` (float32 ``[members]``)."""
+    base = algo_hparams(cfg.algo)
+    rows = [{**base, **{k.split(".", 1)[1]: v for k, v in m.point.items()}} for m in members]
+    return {name: np.asarray([row[name] for row in rows], np.float32) for name in base}
+
+
+def algorithm_for(cfg: Any, policy: Policy, num_iterations: int) -> Algorithm:
+    """The run's algorithm, told what it may know of the environment."""
+    return make_algorithm(cfg.algo, policy, num_iterations,
+                          AlgoContext(cfg.num_envs, cfg.env.id, episode_time_limit(cfg.env.id)))
 
 
 def build(cfg: Any) -> Setup:
+    """Everything static about a run: environments, policy, algorithm, schedule, members."""
     block_len, num_blocks = iterations(cfg)
-    points = sweep_points(cfg)
-    members = [Member(cfg.seed + i, point) for point in points for i in range(cfg.num_seeds)]
+    points, members = members_of(cfg)
     env, backend = make_env(cfg.env.id, cfg.env.backend, cfg.num_envs * len(members))
     hidden, activation = cfg.algo.hidden_sizes, cfg.algo.activation
     policy = make_policy(env.observation_space, env.action_space, hidden, activation, cfg.algo.bounded_mean)
-    time_limit = episode_time_limit(cfg.env.id)
-    algorithm = make_algorithm(cfg.algo, policy, block_len * num_blocks,
-                               AlgoContext(cfg.num_envs, cfg.env.id, time_limit))
-    normalize = running_normalizer if cfg.env.normalize_obs else identity_normalizer
-    return Setup(cfg, env, backend, policy, algorithm, normalize,
+    algorithm = algorithm_for(cfg, policy, block_len * num_blocks)
+    return Setup(cfg, env, backend, policy, algorithm, normalizer_for(cfg.env.normalize_obs),
                  block_len, num_blocks, points, members, eval_period(cfg, block_len))
 
 
@@ -133,8 +146,9 @@ def eval_period(cfg: Any, block_len: int) -> int:
     return max(1, every // block_len) * block_len if every > 0 else 0
 
 
-def init_train_state(setup: Setup, key: jax.Array, hparams: dict[str, jax.Array] | None = None) -> TrainState:
-    """A fresh learner; ``hparams`` defaults to the config's own values."""
+def init_train_state(setup: Any, key: jax.Array, hparams: dict[str, jax.Array] | None = None) -> TrainState:
+    """A fresh learner; ``hparams`` defaults to the config's own values. ``setup`` is anything
+    with the run's ``cfg``, ``policy`` and ``algorithm`` (a :class:`Setup`, a trained run)."""
     if hparams is None:
         hparams = algo_hparams(setup.cfg.algo)
     hparams = {name: jnp.asarray(value, jnp.float32) for name, value in hparams.items()}
@@ -491,3 +505,60 @@ def non_finite_members(metrics: dict, first_iteration: int) -> dict[int, tuple[i
 
 def non_finite_message(what: str, iteration: int, member: str) -> str:
     return f"{what} became non-finite at iteration {iteration} ({member}); lower algo.lr or algo.max_grad_norm"
+
+
+def member_label(member: Member) -> str:
+    """``seed 3``, or ``algo.lr=0.001, seed 3`` in a vectorised sweep."""
+    return f"{point_name(member.point)}, seed {member.seed}" if member.point else f"seed {member.seed}"
+
+
+@dataclass
+class BlockDone:
+    """What the trainer hands its callbacks after each block."""
+
+    runner: Any  # the loop's state after the block (what a checkpoint saves)
+    metrics: dict[str, np.ndarray]  # per iteration, ``[members, iterations]``
+    evaluation: Evaluation | None  # when one followed the block
+    newly_failed: dict[int, str]  # members whose training went non-finite in this block: why
+    env_steps: int  # per member, after the block
+    seconds: float  # the block's wall time
+    last: bool  # the run's final block
+
+
+BlockCallback = Callable[[BlockDone], None]
+
+
+def train_blocks(setup: Setup, loop: JaxLoop | GymLoop, runner: Any, record: RunRecord,
+                 callbacks: Sequence[BlockCallback]) -> Any:
+    """Run the blocks ``record`` has not done yet, updating it and calling each callback after
+    every block (logging, progress, checkpoints and stop requests are callbacks: the trainer
+    knows none of them). Returns the final runner.
+
+    A member whose training goes non-finite is recorded as failed; outside a vectorised
+    sweep, or once every member has failed, :class:`TrainingError` ends training instead.
+    """
+    steps_per_block = setup.block_len * setup.steps_per_iteration
+    vectorised = setup.points != [{}]
+    while record.blocks_done < setup.num_blocks:
+        start = time.perf_counter()
+        runner, metrics = loop.run_block(runner)
+        seconds = time.perf_counter() - start
+        evaluation = pop_evaluation(metrics)
+        first_iteration = record.blocks_done * setup.block_len
+        diverged = {i: found for i, found in non_finite_members(metrics, first_iteration).items()
+                    if record.active(i)}
+        if diverged and (not vectorised or len(record.failures) + len(diverged) == len(setup.members)):
+            i, (iteration, what) = min(diverged.items(), key=lambda item: item[1][0])
+            raise TrainingError(non_finite_message(what, iteration, member_label(setup.members[i])))
+        newly_failed = {i: non_finite_message(what, iteration, member_label(setup.members[i]))
+                        for i, (iteration, what) in diverged.items()}
+        record.failures.update(newly_failed)
+        record.blocks_done += 1
+        record.absorb_block(metrics)
+        if evaluation is not None:
+            record.absorb_evaluation(evaluation.returns, evaluation.lengths)
+        done = BlockDone(runner, metrics, evaluation, newly_failed, record.blocks_done * steps_per_block, seconds,
+                         record.blocks_done == setup.num_blocks)
+        for callback in callbacks:
+            callback(done)
+    return runner

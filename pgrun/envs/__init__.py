@@ -40,6 +40,25 @@ def resolve_backend(env_id: str, backend: str) -> str:
     return backend
 
 
+def env_spaces(env_id: str, backend: str) -> tuple[Any, Any]:
+    """``(observation space, action space)`` as the policy sees them, from one environment
+    (no vector of training environments): what loading a trained policy needs."""
+    if resolve_backend(env_id, backend) == "jax":
+        from pgrun.envs.classic import make_jax_env
+
+        env = make_jax_env(env_id)
+        return env.observation_space, env.action_space
+    import gymnasium
+
+    from pgrun.envs.gym_bridge import action_space_of, observation_space_of
+
+    env = gymnasium.make(env_id)
+    try:
+        return observation_space_of(env.observation_space), action_space_of(env.action_space)
+    finally:
+        env.close()
+
+
 def make_env(env_id: str, backend: str, host_envs: int) -> tuple[Any, str]:
     """``(env, backend)``: a functional JAX env, or a host vector env of ``host_envs`` copies."""
     ids = gymnasium_ids()
