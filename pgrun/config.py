@@ -18,12 +18,11 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from pgrun.algos import algorithm_names, get_algorithm, registry
-from pgrun.envs import episode_time_limit, gymnasium_ids
+from pgrun.envs import AUTO, backends, check_env_id, episode_time_limit, known_ids
 from pgrun.errors import ConfigError, require as _check
 from pgrun.names import close_matches
 from pgrun.types import AlgoContext
 
-BACKENDS = ("auto", "jax", "gymnasium")
 ACTIVATIONS = ("tanh", "relu", "elu", "gelu", "silu")
 
 
@@ -118,7 +117,7 @@ def register_configs() -> None:
     from pgrun.paths import conf_dir
 
     with_yaml = {p.stem for p in (conf_dir() / "env").glob("*.yaml")}
-    for env_id in gymnasium_ids():
+    for env_id in known_ids():
         if env_id not in with_yaml and "/" not in env_id:
             cs.store(group="env", name=env_id, node=EnvConfig(id=env_id))
     _registered = True
@@ -135,7 +134,8 @@ def validate(cfg: Any) -> None:
 def _validate_one(cfg: Any) -> None:
     a, e = cfg.algo, cfg.env
     spec = get_algorithm(a.name)
-    _check(e.backend in BACKENDS, f"env.backend={e.backend} is not valid: use one of {', '.join(BACKENDS)}")
+    choices = [AUTO, *backends()]
+    _check(e.backend in choices, f"env.backend={e.backend} is not valid: use one of {', '.join(choices)}")
     _check(cfg.total_timesteps > 0, f"total_timesteps={cfg.total_timesteps} must be positive")
     _check(cfg.num_envs >= 1, f"num_envs={cfg.num_envs} must be at least 1")
     _check(cfg.num_seeds >= 1, f"num_seeds={cfg.num_seeds} must be at least 1")
@@ -162,8 +162,8 @@ def _validate_one(cfg: Any) -> None:
     for key in ("ent_coef", "vf_coef"):
         if key in a:
             _check(a[key] >= 0, f"algo.{key}={a[key]} must be non-negative")
-    time_limit = episode_time_limit(e.id) if e.id in gymnasium_ids() else None
-    spec.validate(a, AlgoContext(cfg.num_envs, e.id, time_limit))
+    check_env_id(e.id)
+    spec.validate(a, AlgoContext(cfg.num_envs, e.id, episode_time_limit(e.id, e.backend)))
 
 
 def check_saved_config(cfg: Any, run_dir: Any) -> None:

@@ -36,7 +36,7 @@ from pgrun.checkpoint import restore_into
 from pgrun.errors import TrainingError
 from pgrun.record import RunRecord
 from pgrun.config import algo_hparams, iterations, point_name, sweep_points
-from pgrun.envs import episode_time_limit, make_env
+from pgrun.envs import backends, episode_time_limit, make_env
 from pgrun.envs.gym_bridge import GymVectorEnv
 from pgrun.envs.wrappers import EpisodeStats, accumulate_episodes
 from pgrun.episodes import MAX_EPISODE_STEPS, make_acting, make_jax_episode
@@ -77,7 +77,7 @@ class Setup:
 
     cfg: Any
     env: Any  # a JAX Env, or a GymVectorEnv on the host
-    backend: str  # "jax" or "gymnasium"
+    backend: str  # the backend's name in pgrun.envs.backends(): "jax", "gymnasium", ...
     policy: Policy
     algorithm: Algorithm
     normalize: Normalizer
@@ -123,7 +123,7 @@ def member_hparams(cfg: Any, members: list[Member]) -> dict[str, np.ndarray]:
 def algorithm_for(cfg: Any, policy: Policy, num_iterations: int) -> Algorithm:
     """The run's algorithm, told what it may know of the environment."""
     return make_algorithm(cfg.algo, policy, num_iterations,
-                          AlgoContext(cfg.num_envs, cfg.env.id, episode_time_limit(cfg.env.id)))
+                          AlgoContext(cfg.num_envs, cfg.env.id, episode_time_limit(cfg.env.id, cfg.env.backend)))
 
 
 def build(cfg: Any) -> Setup:
@@ -481,7 +481,8 @@ class GymLoop:
 
 
 def make_loop(setup: Setup) -> JaxLoop | GymLoop:
-    return JaxLoop(setup) if setup.backend == "jax" else GymLoop(setup)
+    """The compiled loop for a backend inside the jitted program, the host loop otherwise."""
+    return JaxLoop(setup) if backends()[setup.backend].in_jit else GymLoop(setup)
 
 
 def non_finite_members(metrics: dict, first_iteration: int) -> dict[int, tuple[int, str]]:

@@ -1,11 +1,64 @@
-"""Environment backends: pure-JAX ports where they exist, Gymnasium otherwise."""
+"""The environment backend registry: which ids each backend simulates, and how.
+
+A backend is either *in the compiled loop* (pure-JAX environments whose step
+is traced into the training program, like the classic-control ports) or *on
+the host* (stepped in Python between jitted acting and learning calls, like
+Gymnasium). ``env.backend=auto`` picks the first backend, in registry order,
+that provides the id, so a JAX port wins over Gymnasium for the same id. An
+id need not be a Gymnasium id: a backend lists its own.
+
+Adding a backend is one :class:`Backend` passed to :func:`register_backend`
+(from its own module, imported below), exposing ``make`` (the environments),
+``spaces`` (what a trained policy needs, without the training environments)
+and ``time_limit``.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Callable
 
-from pgrun.errors import ConfigError
+from pgrun.errors import ConfigError, first_line
 from pgrun.names import close_matches
+
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One way of simulating environments."""
+
+    name: str  # env.backend=<name>
+    in_jit: bool  # True: a JAX Env stepped inside the compiled loop; False: a host vector env
+    ids: Callable[[], list[str]]  # the ids it provides
+    make: Callable[[str, int], Any]  # (id, host environments) -> env (JAX backends ignore the count)
+    spaces: Callable[[str], tuple[Any, Any]]  # id -> (observation space, action space) as the policy sees them
+    time_limit: Callable[[str], int | None]  # id -> episode time limit, None without one
+
+
+_BACKENDS: dict[str, Backend] = {}
+
+
+def register_backend(backend: Backend) -> None:
+    """Add a backend; ``auto`` prefers backends registered earlier."""
+    _BACKENDS[backend.name] = backend
+    provided_ids.cache_clear()
+
+
+def backends() -> dict[str, Backend]:
+    """Every registered backend by name, in ``auto``'s order of preference."""
+    return dict(_BACKENDS)
+
+
+@lru_cache(maxsize=None)
+def provided_ids(name: str) -> frozenset[str]:
+    return frozenset(_BACKENDS[name].ids())
+
+
+def known_ids() -> list[str]:
+    """Every id some backend provides, sorted."""
+    return sorted(set().union(*(provided_ids(name) for name in _BACKENDS)))
 
 
 def gymnasium_ids() -> list[str]:
@@ -15,70 +68,102 @@ def gymnasium_ids() -> list[str]:
     return sorted(gymnasium.registry.keys())
 
 
-def episode_time_limit(env_id: str) -> int | None:
-    """The time limit Gymnasium registers for ``env_id`` (the JAX ports keep it); None without one."""
-    import gymnasium
-
-    return gymnasium.spec(env_id).max_episode_steps
-
-
 def has_jax_port(env_id: str) -> bool:
-    from pgrun.envs.classic import JAX_PORTS
+    """Whether a backend inside the compiled loop provides ``env_id``."""
+    return any(b.in_jit and env_id in provided_ids(b.name) for b in _BACKENDS.values())
 
-    return env_id in JAX_PORTS
+
+def check_env_id(env_id: str) -> None:
+    """:class:`ConfigError` with close matches unless some backend provides ``env_id``."""
+    if not any(env_id in provided_ids(name) for name in _BACKENDS):
+        raise ConfigError(f"unknown environment '{env_id}'{close_matches(env_id, known_ids())}: "
+                          f"pass a registered Gymnasium id, e.g. env=CartPole-v1")
 
 
 def resolve_backend(env_id: str, backend: str) -> str:
-    """``auto`` picks the JAX port when there is one."""
-    if backend == "auto":
-        return "jax" if has_jax_port(env_id) else "gymnasium"
-    if backend == "jax" and not has_jax_port(env_id):
-        from pgrun.envs.classic import JAX_PORTS
-
-        raise ConfigError(f"{env_id} has no JAX port (ports: {', '.join(sorted(JAX_PORTS))}): "
-                          f"use env.backend=gymnasium or env.backend=auto")
+    """The backend that will simulate ``env_id``: ``auto`` picks the first that provides it."""
+    check_env_id(env_id)
+    if backend == AUTO:
+        return next(name for name in _BACKENDS if env_id in provided_ids(name))
+    if backend not in _BACKENDS:
+        raise ConfigError(f"env.backend={backend} is not valid: use one of {', '.join([AUTO, *_BACKENDS])}")
+    if env_id not in provided_ids(backend):
+        others = [name for name in _BACKENDS if env_id in provided_ids(name)]
+        in_jit = sorted(i for i in provided_ids(backend))
+        listing = f" (it provides: {', '.join(in_jit)})" if _BACKENDS[backend].in_jit else ""
+        raise ConfigError(f"{env_id} has no {'JAX port' if backend == 'jax' else backend + ' environment'}"
+                          f"{listing}: use env.backend={others[0]} or env.backend=auto")
     return backend
+
+
+def make_env(env_id: str, backend: str, host_envs: int) -> tuple[Any, str]:
+    """``(env, backend name)``: a functional JAX env, or a host vector env of ``host_envs`` copies."""
+    name = resolve_backend(env_id, backend)
+    return _BACKENDS[name].make(env_id, host_envs), name
 
 
 def env_spaces(env_id: str, backend: str) -> tuple[Any, Any]:
     """``(observation space, action space)`` as the policy sees them, from one environment
     (no vector of training environments): what loading a trained policy needs."""
-    if resolve_backend(env_id, backend) == "jax":
-        from pgrun.envs.classic import make_jax_env
+    return _BACKENDS[resolve_backend(env_id, backend)].spaces(env_id)
 
-        env = make_jax_env(env_id)
+
+def episode_time_limit(env_id: str, backend: str = AUTO) -> int | None:
+    """The episode time limit of ``env_id`` as ``backend`` simulates it; None without one."""
+    return _BACKENDS[resolve_backend(env_id, backend)].time_limit(env_id)
+
+
+# ------------------------------------------------------------------ the built-in backends
+
+
+def _jax_ports() -> Backend:
+    def ports() -> dict[str, type]:
+        from pgrun.envs.classic import JAX_PORTS
+
+        return JAX_PORTS
+
+    def make(env_id: str, host_envs: int) -> Any:
+        return ports()[env_id]()
+
+    def spaces(env_id: str) -> tuple[Any, Any]:
+        env = ports()[env_id]()
         return env.observation_space, env.action_space
-    import gymnasium
 
-    from pgrun.envs.gym_bridge import action_space_of, observation_space_of
-
-    env = gymnasium.make(env_id)
-    try:
-        return observation_space_of(env.observation_space), action_space_of(env.action_space)
-    finally:
-        env.close()
+    return Backend("jax", True, lambda: list(ports()), make, spaces, lambda env_id: ports()[env_id].max_episode_steps)
 
 
-def make_env(env_id: str, backend: str, host_envs: int) -> tuple[Any, str]:
-    """``(env, backend)``: a functional JAX env, or a host vector env of ``host_envs`` copies."""
-    ids = gymnasium_ids()
-    if env_id not in ids:
-        raise ConfigError(f"unknown environment '{env_id}'{close_matches(env_id, ids)}: "
-                          f"pass a registered Gymnasium id, e.g. env=CartPole-v1")
-    backend = resolve_backend(env_id, backend)
-    if backend == "jax":
-        from pgrun.envs.classic import make_jax_env
+def _gymnasium() -> Backend:
+    def make(env_id: str, host_envs: int) -> Any:
+        import gymnasium
 
-        return make_jax_env(env_id), backend
-    import gymnasium
+        from pgrun.envs.gym_bridge import GymVectorEnv, UnsupportedSpaceError
 
-    from pgrun.envs.gym_bridge import GymVectorEnv, UnsupportedSpaceError
+        try:
+            return GymVectorEnv(env_id, host_envs)
+        except UnsupportedSpaceError as err:
+            raise ConfigError(f"{env_id}: {err}: pick an environment whose spaces are Box or Discrete") from None
+        except gymnasium.error.DependencyNotInstalled as err:
+            raise ConfigError(f"{env_id} needs an extra dependency ({first_line(err)}): "
+                              f"install it, e.g. pip install 'pgrun[mujoco]' or 'pgrun[box2d]'") from None
 
-    try:
-        return GymVectorEnv(env_id, host_envs), backend
-    except UnsupportedSpaceError as err:
-        raise ConfigError(f"{env_id}: {err}: pick an environment whose spaces are Box or Discrete") from None
-    except gymnasium.error.DependencyNotInstalled as err:
-        first_line = str(err).splitlines()[0]
-        raise ConfigError(f"{env_id} needs an extra dependency ({first_line}): "
-                          f"install it, e.g. pip install 'pgrun[mujoco]' or 'pgrun[box2d]'") from None
+    def spaces(env_id: str) -> tuple[Any, Any]:
+        import gymnasium
+
+        from pgrun.envs.gym_bridge import action_space_of, observation_space_of
+
+        env = gymnasium.make(env_id)
+        try:
+            return observation_space_of(env.observation_space), action_space_of(env.action_space)
+        finally:
+            env.close()
+
+    def time_limit(env_id: str) -> int | None:
+        import gymnasium
+
+        return gymnasium.spec(env_id).max_episode_steps
+
+    return Backend("gymnasium", False, gymnasium_ids, make, spaces, time_limit)
+
+
+register_backend(_jax_ports())
+register_backend(_gymnasium())
