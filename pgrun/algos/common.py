@@ -19,6 +19,11 @@ from pgrun.policies import Policy
 from pgrun.types import Algorithm, AlgoConfig, AlgoContext, AlgorithmSpec, Batch, TrainState  # noqa: F401
 
 
+def squared_error(values: jax.Array, targets: jax.Array) -> jax.Array:
+    """0.5 E[(V - target)^2]: every critic's regression loss."""
+    return 0.5 * jnp.mean((values - targets) ** 2)
+
+
 def explained_variance(predictions: jax.Array, targets: jax.Array) -> jax.Array:
     """1 - Var[target - prediction] / Var[target]: 1 is perfect, <= 0 is useless."""
     var_t = jnp.var(targets)
@@ -118,7 +123,7 @@ def actor_critic_loss(policy: Policy, params: Any, obs: jax.Array, actions: jax.
     loss = policy_loss - ent_coef * entropy
     metrics = {"losses/policy_loss": policy_loss, "losses/entropy": entropy}
     if value_targets is not None:
-        value_loss = 0.5 * jnp.mean((policy.value(params["critic"], obs) - value_targets) ** 2)
+        value_loss = squared_error(policy.value(params["critic"], obs), value_targets)
         loss = loss + vf_coef * value_loss
         metrics["losses/value_loss"] = value_loss
     return loss, metrics

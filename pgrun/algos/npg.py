@@ -21,7 +21,8 @@ from jax.flatten_util import ravel_pytree
 from omegaconf import MISSING
 
 from pgrun.algos.common import (Algorithm, Batch, TrainState, explained_variance, flatten_time, gae_targets,
-                                learning_rate_of, make_optimizer, minibatch_epochs, optimizer_step, standardize)
+                                learning_rate_of, make_optimizer, minibatch_epochs, optimizer_step, squared_error,
+                                standardize)
 from pgrun.natural import backtracking_line_search, fisher_vector_product, natural_step
 from pgrun.errors import require
 from pgrun.policies import Policy
@@ -110,7 +111,7 @@ def make_natural_policy_gradient(cfg: Any, policy: Policy, num_iterations: int,
             obs, targets = minibatch
 
             def value_loss(p):
-                return 0.5 * jnp.mean((policy.value(p, obs) - targets) ** 2)
+                return squared_error(policy.value(p, obs), targets)
 
             loss, grads = jax.value_and_grad(value_loss)(critic_params)
             carry = optimizer_step(critic_optimizer, grads, opt_state, critic_params, hp, decay_steps)

@@ -28,7 +28,8 @@ import jax.numpy as jnp
 from omegaconf import MISSING
 
 from pgrun.algos.common import (Algorithm, Batch, TrainState, explained_variance, flatten_time, gae_targets,
-                                learning_rate_of, make_optimizer, minibatch_epochs, optimizer_step, standardize)
+                                learning_rate_of, make_optimizer, minibatch_epochs, optimizer_step, squared_error,
+                                standardize)
 from pgrun.errors import require
 from pgrun.policies import Policy
 from pgrun.types import AlgoConfig, AlgoContext, AlgorithmSpec
@@ -95,11 +96,6 @@ def adapt_kl_beta(beta: jax.Array, kl: jax.Array, target: float) -> jax.Array:
 def clipped_surrogate(ratio: jax.Array, advantages: jax.Array, clip_eps: float) -> jax.Array:
     """Per-sample min(r A, clip(r, 1-eps, 1+eps) A)."""
     return jnp.minimum(ratio * advantages, jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * advantages)
-
-
-def squared_error(values: jax.Array, targets: jax.Array) -> jax.Array:
-    """0.5 E[(V - target)^2]."""
-    return 0.5 * jnp.mean((values - targets) ** 2)
 
 
 def clipped_value_loss(values: jax.Array, old_values: jax.Array, targets: jax.Array, clip_eps: float) -> jax.Array:
