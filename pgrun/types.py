@@ -124,7 +124,7 @@ class AlgorithmSpec:
     """What an algorithm module registers (as its module-level ``ALGORITHM``)."""
 
     name: str  # the command-line name: algo=<name>, conf/algo/<name>.yaml
-    summary: str  # one line, for `pgrun --help` and the README's table
+    summary: str  # one line under 110 characters, for `pgrun --help` and the README's table
     config: type  # its AlgoConfig subclass: the schema its YAML is checked against
     # build(algo config, policy, iterations in the run, context) -> Algorithm
     build: Builder
