@@ -1,3 +1,5 @@
-from pgrun.cli import main
+"""``python -m pgrun``: the same as the ``pgrun`` command."""
+
+from pgrun.commands.train import main
 
 main()

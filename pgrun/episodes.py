@@ -31,6 +31,20 @@ def make_acting(policy: Any, normalize: Callable, deterministic: bool) -> Callab
     return acting
 
 
+def make_keyed_acting(policy: Any, normalize: Callable, deterministic: bool) -> Callable:
+    """``act(params, obs_stats, obs, key) -> (env_action, key)``: :func:`make_acting` carrying its
+    key from step to step, for loops on the host (Gymnasium) that step one action at a time."""
+    import jax
+
+    acting = make_acting(policy, normalize, deterministic)
+
+    def act(params, obs_stats, obs, key):
+        key, k_act = jax.random.split(key)
+        return acting(params, obs_stats, obs, k_act), key
+
+    return act
+
+
 def make_jax_episode(env: Any, policy: Any, normalize: Callable, deterministic: bool) -> Callable:
     """``episode(params, obs_stats, key) -> (return, length)``: one whole episode on a JAX port.
 

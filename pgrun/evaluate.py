@@ -1,42 +1,47 @@
-"""``pgrun-eval RUN_DIR``: measure a trained policy on complete episodes.
+"""Evaluation: measure a trained policy on complete episodes (the library behind ``pgrun-eval``).
 
 The returns logged during training mix many policies (the one being learned
 changes every iteration) and always sample actions. Evaluation instead takes
 one saved checkpoint, normalises observations with the statistics it was
-trained under, and plays whole episodes, greedily with ``--deterministic``.
-``--backend gymnasium`` plays them in Gymnasium's own simulator even when the
-policy was trained on a JAX port, which checks that the port did not teach it
-to exploit a difference; ``--video`` records one episode to look at.
+trained under, and plays whole episodes, greedily with ``deterministic``.
+The ``gymnasium`` backend plays them in Gymnasium's own simulator even when
+the policy was trained on a JAX port, which checks that the port did not
+teach it to exploit a difference; ``video`` records one episode to look at.
 
-Results go to ``RUN_DIR/eval.json``. Bad input (no such run, no such
-checkpoint, an impossible option) prints one line and exits 2.
+:func:`evaluate` writes ``RUN_DIR/eval.json`` and returns what it wrote. Bad
+input (no such run, no such checkpoint, an impossible option) raises
+:class:`EvalError`, whose message names the ``pgrun-eval`` option to change;
+nothing here prints or exits (:mod:`pgrun.commands.evaluate` does).
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import logging
 import math
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Sequence
+from typing import Any, Callable
 
 import numpy as np
 
-from pgrun.episodes import MAX_EPISODE_STEPS, make_acting, make_jax_episode
+from pgrun.episodes import MAX_EPISODE_STEPS, make_jax_episode, make_keyed_acting
+from pgrun.errors import ConfigError, first_line
 
-EXIT_BAD_INPUT = 2
-CHECKPOINTS = ("final", "latest")
 BACKENDS = ("jax", "gymnasium")
+# pgrun.run_folder.CHECKPOINT_NAMES, spelled out so that parsing pgrun-eval's options needs no JAX
+# (pgrun.run_folder imports the config schemas, which import every algorithm).
+CHECKPOINTS = ("final", "latest")
+# What an evaluation writes into the run folder, beside what training wrote.
+EVAL_JSON = "eval.json"
+VIDEO_DIR = "videos"
+TENSORBOARD_DIR = "eval"
 # What goes to TensorBoard: a full episode at full size would bloat the event file.
 TENSORBOARD_MAX_FRAMES = 200
 TENSORBOARD_GRID_FRAMES = 8
 
 
-class EvalError(ValueError):
+class EvalError(ConfigError):
     """Bad input to the evaluation: one line, exit code 2."""
 
 
@@ -56,14 +61,31 @@ class Video:
 
 
 # --------------------------------------------------------------------------
-# Checking the run directory (before anything heavy is imported)
+# Checking the request
 # --------------------------------------------------------------------------
 
 
-def checkpoint_file(run_dir: Path, name: str) -> Path:
-    from pgrun import checkpoint
+def check_options(episodes: int, backend: str | None, checkpoint: str) -> None:
+    """The options that need no run folder to be judged."""
+    if checkpoint not in CHECKPOINTS:
+        raise EvalError(f"--checkpoint must be one of {', '.join(CHECKPOINTS)} (got {checkpoint!r})")
+    if backend is not None and backend not in BACKENDS:
+        raise EvalError(f"--backend must be one of {', '.join(BACKENDS)} (got {backend!r})")
+    if episodes < 1:
+        raise EvalError(f"--episodes must be at least 1 (got {episodes})")
 
-    return run_dir / checkpoint.DIRECTORY / f"{name}.msgpack"
+
+def choose_backend(env_id: str, backend: str | None) -> str:
+    """The backend to play on: ``None`` lets :func:`pgrun.envs.resolve_backend` pick (the JAX port when
+    there is one); a JAX port that does not exist is refused in ``pgrun-eval``'s words."""
+    from pgrun.envs import has_jax_port, resolve_backend
+
+    if backend == "jax" and not has_jax_port(env_id):
+        raise EvalError(f"{env_id} has no JAX port: use --backend gymnasium")
+    try:
+        return resolve_backend(env_id, backend or "auto")
+    except ConfigError as err:
+        raise EvalError(str(err)) from None
 
 
 def check_run(run_dir: Path, checkpoint: str, seed_index: int, backend: str | None) -> tuple[Any, str]:
@@ -72,35 +94,44 @@ def check_run(run_dir: Path, checkpoint: str, seed_index: int, backend: str | No
     Returns ``(cfg, backend)`` with the backend resolved, or raises
     :class:`EvalError` naming the problem and the fix.
     """
-    from omegaconf import OmegaConf
+    from pgrun.config import sweep_points
+    from pgrun.run_folder import CONFIG, RunFolder
 
-    from pgrun.envs import has_jax_port
-
-    if not run_dir.is_dir():
+    folder = RunFolder(Path(run_dir))
+    if not folder.path.is_dir():
         raise EvalError(f"{run_dir}: no such directory: pass the directory a pgrun run wrote")
-    config_path = run_dir / ".hydra" / "config.yaml"
-    if not config_path.exists():
-        raise EvalError(f"{run_dir} is not a pgrun run directory (no .hydra/config.yaml): "
+    if not folder.is_run():
+        raise EvalError(f"{run_dir} is not a pgrun run directory (no {CONFIG.as_posix()}): "
                         f"pass the directory a pgrun run wrote")
-    path = checkpoint_file(run_dir, checkpoint)
+    path = folder.checkpoint(checkpoint)
     if not path.exists():
-        others = [name for name in CHECKPOINTS if name != checkpoint and checkpoint_file(run_dir, name).exists()]
+        others = [name for name in CHECKPOINTS if name != checkpoint and folder.checkpoint(name).exists()]
         fix = (f"pass --checkpoint {others[0]} to evaluate that one instead" if others
                else "the run saved no checkpoint; train it again")
         raise EvalError(f"{run_dir} has no {checkpoint} checkpoint ({path} is missing): {fix}")
-    cfg = OmegaConf.load(config_path)
-    from pgrun.config import sweep_points
-
+    cfg = folder.load_config()
     num_seeds = int(cfg.num_seeds) * len(sweep_points(cfg))  # a vectorised sweep: every point's seeds, point-major
     if not 0 <= seed_index < num_seeds:
         raise EvalError(f"--seed-index {seed_index} is out of range: the run trained {num_seeds} seed(s), "
                         f"so pass 0..{num_seeds - 1}")
-    env_id = str(cfg.env.id)
-    if backend is None:
-        backend = "jax" if has_jax_port(env_id) else "gymnasium"
-    elif backend == "jax" and not has_jax_port(env_id):
-        raise EvalError(f"{env_id} has no JAX port: use --backend gymnasium")
-    return cfg, backend
+    return cfg, choose_backend(str(cfg.env.id), backend)
+
+
+def load_policy(run_dir: Path, checkpoint: str) -> Any:
+    """The run as its checkpoint left it (:func:`pgrun.trained.load_trained`), errors as :class:`EvalError`."""
+    from pgrun.run_folder import RunFolder
+    from pgrun.trained import load_trained
+
+    folder = RunFolder(Path(run_dir))
+    try:
+        return load_trained(folder, checkpoint)
+    except ConfigError as err:
+        raise EvalError(str(err)) from None
+    except Exception as err:  # a corrupt file, or one from an incompatible version
+        detail = first_line(err) or type(err).__name__
+        raise EvalError(f"cannot load {folder.checkpoint(checkpoint)} with the run's config ({detail}): "
+                        f"try --checkpoint {'latest' if checkpoint == 'final' else 'final'}, "
+                        f"or train the run again") from None
 
 
 # --------------------------------------------------------------------------
@@ -110,17 +141,12 @@ def check_run(run_dir: Path, checkpoint: str, seed_index: int, backend: str | No
 
 def make_host_actor(setup: Any, params: Any, obs_stats: Any,
                     deterministic: bool) -> Callable[[np.ndarray, Any], tuple[Any, Any]]:
-    """``actor(obs, key) -> (env_action, key)`` for one flat observation, jitted."""
+    """``actor(obs, key) -> (env_action, key)`` for one flat observation, jitted: the acting of
+    :mod:`pgrun.episodes`, bound to one member's parameters."""
     import jax
 
-    acting = make_acting(setup.policy, setup.normalize, deterministic)
-
-    @jax.jit
-    def actor(obs, key):
-        key, k_act = jax.random.split(key)
-        return acting(params, obs_stats, obs, k_act), key
-
-    return actor
+    act = jax.jit(make_keyed_acting(setup.policy, setup.normalize, deterministic))
+    return lambda obs, key: act(params, obs_stats, obs, key)
 
 
 def to_gym_action(action: Any, space: Any) -> Any:
@@ -268,8 +294,8 @@ def record_video(setup: Any, params: Any, obs_stats: Any, env_id: str, run_dir: 
     try:
         env = gymnasium.make(env_id, render_mode="rgb_array")
     except gymnasium.error.DependencyNotInstalled as err:
-        first = next((line for line in str(err).splitlines() if line.strip()), str(err))
-        raise EvalError(f"--video cannot render {env_id} ({first}): install it, or drop --video") from None
+        raise EvalError(f"--video cannot render {env_id} ({first_line(err) or err}): install it, "
+                        f"or drop --video") from None
     try:
         check_spaces(setup, env)
         actor = make_host_actor(setup, params, obs_stats, deterministic)
@@ -281,8 +307,8 @@ def record_video(setup: Any, params: Any, obs_stats: Any, env_id: str, run_dir: 
     frames = [f for f in frames if f is not None and f.ndim == 3]
     if not frames:
         raise EvalError(f"{env_id} rendered no frames in rgb_array mode: drop --video")
-    path = write_animation(frames, run_dir / "videos", fps)
-    tensorboard_dir = run_dir / "eval"
+    path = write_animation(frames, run_dir / VIDEO_DIR, fps)
+    tensorboard_dir = run_dir / TENSORBOARD_DIR
     tensorboard_as = log_video(frames, tensorboard_dir, fps)
     return Video(path, len(frames), total, tensorboard_dir, tensorboard_as)
 
@@ -301,31 +327,12 @@ def evaluate(run_dir: Path, episodes: int = 10, backend: str | None = None, dete
     what was written (plus a ``video`` entry when one was recorded). Raises
     :class:`EvalError` for bad input.
     """
-    import jax
-
-    from pgrun.config import ConfigError
-    from pgrun.run_folder import RunFolder
-    from pgrun.trained import load_trained
     from pgrun.run_folder import write_json_atomic
 
     run_dir = Path(run_dir)
-    if checkpoint not in CHECKPOINTS:
-        raise EvalError(f"--checkpoint must be one of {', '.join(CHECKPOINTS)} (got {checkpoint!r})")
-    if backend is not None and backend not in BACKENDS:
-        raise EvalError(f"--backend must be one of {', '.join(BACKENDS)} (got {backend!r})")
-    if episodes < 1:
-        raise EvalError(f"--episodes must be at least 1 (got {episodes})")
+    check_options(episodes, backend, checkpoint)
     cfg, backend = check_run(run_dir, checkpoint, seed_index, backend)
-    path = checkpoint_file(run_dir, checkpoint)
-    try:
-        setup = load_trained(RunFolder(run_dir), checkpoint)
-    except ConfigError as err:
-        raise EvalError(str(err)) from None
-    except Exception as err:  # a corrupt file, or one from an incompatible version
-        detail = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
-        raise EvalError(f"cannot load {path} with the run's config ({detail}): "
-                        f"try --checkpoint {'latest' if checkpoint == 'final' else 'final'}, "
-                        f"or train the run again") from None
+    setup = load_policy(run_dir, checkpoint)
     params, obs_stats = setup.member(seed_index)
     env_id = str(cfg.env.id)
 
@@ -352,7 +359,7 @@ def evaluate(run_dir: Path, episodes: int = 10, backend: str | None = None, dete
                            "return": recorded.episode_return,
                            "tensorboard_dir": str(recorded.tensorboard_dir.relative_to(run_dir)),
                            "tensorboard_as": recorded.tensorboard_as}
-    write_json_atomic(run_dir / "eval.json", report)
+    write_json_atomic(run_dir / EVAL_JSON, report)
     return report
 
 
@@ -364,70 +371,3 @@ def summary_line(report: dict[str, Any]) -> str:
     return (f"eval {report['env']} ({report['backend']}, {episodes}, {mode}{seed}): "
             f"return {report['mean_return']:.1f} ± {report['std_return']:.1f}, "
             f"length {float(np.mean(report['lengths'])):.1f}")
-
-
-# --------------------------------------------------------------------------
-# Command line
-# --------------------------------------------------------------------------
-
-
-def _fail(message: str) -> NoReturn:
-    print(f"pgrun-eval: error: {message}", file=sys.stderr, flush=True)
-    sys.exit(EXIT_BAD_INPUT)
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but usage errors are one line in the pgrun style."""
-
-    def error(self, message: str) -> NoReturn:
-        _fail(f"{message} (see pgrun-eval --help)")
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = _Parser(prog="pgrun-eval", description="Evaluate a pgrun run's policy on complete episodes "
-                                                    "and write RUN_DIR/eval.json.")
-    parser.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a directory written by pgrun")
-    parser.add_argument("--episodes", type=int, default=10, help="complete episodes to play (default 10)")
-    parser.add_argument("--backend", choices=BACKENDS, default=None,
-                        help="jax: the pure-JAX port (default when there is one); "
-                             "gymnasium: Gymnasium's own environment")
-    parser.add_argument("--deterministic", action="store_true", help="act with the mode instead of sampling")
-    parser.add_argument("--video", action="store_true",
-                        help="record one episode (via Gymnasium) to RUN_DIR/videos/ and TensorBoard in RUN_DIR/eval/")
-    parser.add_argument("--seed", type=int, default=0, help="seed for resets and action sampling (default 0)")
-    parser.add_argument("--seed-index", type=int, default=0,
-                        help="which of the run's seeds to evaluate (default 0, the first; in a vectorised "
-                             "sweep the members are numbered point by point, seeds within each point)")
-    parser.add_argument("--checkpoint", choices=CHECKPOINTS, default="final",
-                        help="checkpoints/<name>.msgpack to load (default final)")
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of ``pgrun-eval``."""
-    args = parse_args(argv)
-    if args.episodes < 1:
-        _fail(f"--episodes must be at least 1 (got {args.episodes})")
-    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # backend probing is noise
-    try:
-        report = evaluate(args.run_dir, episodes=args.episodes, backend=args.backend,
-                          deterministic=args.deterministic, seed=args.seed, checkpoint=args.checkpoint,
-                          seed_index=args.seed_index, video=args.video)
-    except EvalError as err:
-        _fail(str(err))
-    except KeyboardInterrupt:
-        print("pgrun-eval: error: interrupted", file=sys.stderr, flush=True)
-        sys.exit(130)
-    print(summary_line(report), flush=True)
-    if "video" in report:
-        video = report["video"]
-        kind = "MP4" if video["path"].endswith(".mp4") else "GIF"
-        how = ("as a video" if video["tensorboard_as"] == "video"
-               else "as a grid of frames (moviepy is not installed, so no video)")
-        print(f"video: {args.run_dir / video['path']} ({kind}, {video['frames']} frames, "
-              f"return {video['return']:.1f}); TensorBoard: {args.run_dir / video['tensorboard_dir']} "
-              f"(tag eval/video, {how})", flush=True)
-
-
-if __name__ == "__main__":
-    main()

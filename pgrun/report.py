@@ -1,4 +1,4 @@
-"""``pgrun-report``: final returns of a sweep, per configuration, across seeds.
+"""Reports: final returns of a sweep, per configuration, across seeds (the library behind ``pgrun-report``).
 
 A *configuration* is a run's config minus its seed. Seeds of one configuration
 come from separate jobs (``pgrun -m seed=0,1,2``) and from seeds trained
@@ -13,33 +13,34 @@ runs: the interquartile mean and the mean, each with a 95% stratified
 bootstrap confidence interval, the worst seed and, with ``--target``, the
 fraction of seeds at or above a score (see :mod:`pgrun.stats`).
 
-    pgrun-report outputs/multirun/2025-01-01/12-00-00
-    pgrun-report SWEEP_DIR --group-by algo.name algo.lr --target 475
-    pgrun-report SWEEP_DIR --tag losses/entropy
+    build_report(Path("outputs/multirun/2025-01-01/12-00-00")).markdown()
+    build_report(sweep_dir, group_by=["algo.name", "algo.lr"], target=475)
 
-The learning-curve helpers (:func:`learning_curve`, :func:`align_curves`)
-live here too, so ``scripts/plot_runs.py`` draws exactly the seeds this table
-counts.
+Runs are found and read through :class:`~pgrun.run_folder.RunFolder`. Bad
+input (no such directory, no runs, an unknown ``group_by`` key, event files
+without tensorboard installed) raises :class:`ReportError`; nothing here
+prints or exits (:mod:`pgrun.commands.report` does). The learning-curve
+helpers (:func:`learning_curve`, :func:`align_curves`) live here too, so
+``scripts/plot_runs.py`` draws exactly the seeds this table counts.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import re
-import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 
 from pgrun import stats
-from pgrun.run_folder import RunFolder
+from pgrun.errors import ConfigError, first_line
+from pgrun.run_folder import CONFIG, SUMMARY, RunFolder
 
 RETURN_TAG = "charts/episodic_return"
 # Always part of the default configuration key: they name the problem being solved.
@@ -52,7 +53,7 @@ REPORT_NAME = "report.md"
 MISSING = "(unset)"
 
 
-class ReportError(Exception):
+class ReportError(ConfigError):
     """A problem with the user's input: reported as one line, exit code 2."""
 
 
@@ -71,7 +72,7 @@ class Run:
 
     path: Path
     name: str  # path relative to the sweep directory, for display
-    config: dict[str, Any] | None  # None when .hydra/config.yaml cannot be read
+    config: dict[str, Any] | None  # None when the run's config cannot be read
     overrides: list[str]
     summary: dict[str, Any] | None
     status: str  # completed | failed | interrupted | unfinished | unreadable
@@ -182,7 +183,7 @@ def _natural_key(name: str) -> list[Any]:
 
 
 def find_run_dirs(root: Path) -> list[Path]:
-    """Every directory under ``root`` (``root`` included) holding ``.hydra/config.yaml``, in job order.
+    """Every run folder under ``root`` (``root`` included), in job order.
 
     A vectorised sweep (``sweep.vmap``) is one job whose points are sub-folders
     laid out like runs: the points are listed, not the job that holds them.
@@ -191,59 +192,66 @@ def find_run_dirs(root: Path) -> list[Path]:
     for dirpath, dirnames, _ in os.walk(root):
         here = Path(dirpath)
         visible = sorted((d for d in dirnames if not d.startswith(".")), key=_natural_key)
-        if (here / ".hydra" / "config.yaml").is_file():
-            points = [d for d in visible if (here / d / ".hydra" / "config.yaml").is_file()]
+        if RunFolder(here).is_run():
+            points = [d for d in visible if RunFolder(here / d).is_run()]
             if points:
                 dirnames[:] = points
                 continue
             found.append(here)
-            dirnames[:] = []  # a run's own sub-folders (seed_*, checkpoints) hold no further runs
+            dirnames[:] = []  # a run's own sub-folders (seeds' event files, checkpoints) hold no further runs
             continue
         dirnames[:] = visible
     return found
 
 
-def _first_line(text: Any) -> str:
-    return next((line.strip() for line in str(text).splitlines() if line.strip()), "")
+def _read_config(folder: RunFolder) -> tuple[dict[str, Any] | None, str]:
+    """The run's config as a plain dict, or None and why it cannot be read."""
+    from omegaconf import OmegaConf
+
+    try:
+        loaded = OmegaConf.to_container(folder.load_config(), resolve=False)
+    except Exception as err:  # noqa: BLE001 - any parse error: report the run, keep going
+        return None, f"cannot read {CONFIG.as_posix()}: {first_line(err)}"
+    if not isinstance(loaded, dict):
+        return None, f"{CONFIG.as_posix()} is not a mapping"
+    return loaded, ""
+
+
+def _read_overrides(folder: RunFolder) -> list[str]:
+    """The command-line overrides that made the run; none where they cannot be read."""
+    from omegaconf import OmegaConf
+
+    if not folder.overrides_path.is_file():
+        return []
+    try:
+        listed = OmegaConf.to_container(OmegaConf.load(folder.overrides_path))
+    except Exception:  # noqa: BLE001 - overrides only refine the grouping
+        return []
+    return [str(o) for o in listed] if isinstance(listed, list) else []
+
+
+def _read_summary(folder: RunFolder) -> tuple[dict[str, Any] | None, str, str]:
+    """``(summary, status, error)``: a run without a readable summary is unfinished or unreadable."""
+    if not folder.summary_path.is_file():
+        return None, "unfinished", f"no {SUMMARY} (still running, or killed)"
+    try:
+        loaded = folder.read_summary()
+    except (OSError, ValueError) as err:
+        return None, "unreadable", f"cannot read {SUMMARY}: {first_line(err)}"
+    if not isinstance(loaded, dict):
+        return None, "unreadable", f"cannot read {SUMMARY}: not a JSON object"
+    return loaded, str(loaded.get("status", "unknown")), first_line(loaded.get("error", ""))
 
 
 def load_run(path: Path, root: Path) -> Run:
     """Read one run directory; unreadable parts become a status, never an exception."""
-    from omegaconf import OmegaConf
-
+    folder = RunFolder(path)
     name = str(path.relative_to(root)) if path != root else path.name
-    try:
-        loaded = OmegaConf.to_container(OmegaConf.load(path / ".hydra" / "config.yaml"), resolve=False)
-        config: dict[str, Any] | None = loaded if isinstance(loaded, dict) else None
-        error = "" if config is not None else ".hydra/config.yaml is not a mapping"
-    except Exception as err:  # noqa: BLE001 - any parse error: report the run, keep going
-        config, error = None, f"cannot read .hydra/config.yaml: {_first_line(err)}"
-    overrides: list[str] = []
-    overrides_path = path / ".hydra" / "overrides.yaml"
-    if overrides_path.is_file():
-        try:
-            listed = OmegaConf.to_container(OmegaConf.load(overrides_path))
-            overrides = [str(o) for o in listed] if isinstance(listed, list) else []
-        except Exception:  # noqa: BLE001 - overrides only refine the grouping
-            overrides = []
+    config, error = _read_config(folder)
+    overrides = _read_overrides(folder)
     if config is None:
         return Run(path, name, None, overrides, None, "unreadable", error)
-
-    summary: dict[str, Any] | None = None
-    summary_path = path / "summary.json"
-    status, error = "unfinished", "no summary.json (still running, or killed)"
-    if summary_path.is_file():
-        try:
-            loaded_summary = json.loads(summary_path.read_text())
-        except (OSError, ValueError) as err:
-            loaded_summary, error = None, f"cannot read summary.json: {_first_line(err)}"
-        else:
-            error = "cannot read summary.json: not a JSON object"
-        if isinstance(loaded_summary, dict):
-            summary = loaded_summary
-            status, error = str(summary.get("status", "unknown")), _first_line(summary.get("error", ""))
-        else:
-            status = "unreadable"
+    summary, status, error = _read_summary(folder)
     if summary and isinstance(summary.get("seeds"), list):
         seeds = [int(s) for s in summary["seeds"]]
     else:
@@ -259,7 +267,7 @@ def load_runs(root: Path) -> list[Run]:
                           f"or a run directory")
     runs = [load_run(path, root) for path in find_run_dirs(root)]
     if not runs:
-        raise ReportError(f"{root} holds no runs (no directory with .hydra/config.yaml under it): "
+        raise ReportError(f"{root} holds no runs (no directory with {CONFIG.as_posix()} under it): "
                           f"pass the directory a pgrun run or sweep wrote")
     return runs
 
@@ -317,7 +325,7 @@ def grouping_keys(runs: Sequence[Run], group_by: Sequence[str] | None = None) ->
         for key in keys:
             if readable and not any(_lookup(run.config, key)[0] for run in readable):  # type: ignore[arg-type]
                 raise ReportError(f"--group-by {key}: no run's config has this key "
-                                  f"(see any run's .hydra/config.yaml for the keys)")
+                                  f"(see any run's {CONFIG.as_posix()} for the keys)")
         return keys
     overridden = {_override_key(override)[0] for run in runs for override in run.overrides}
     return list(DEFAULT_KEYS) + sorted(k for k in overridden
@@ -458,7 +466,7 @@ def _job_outcome(run: Run, tag: str) -> str:
     if run.status == "unfinished":
         step = _last_logged_step(run, tag)
         where = f"; last logged at {step:,d} env steps" if step is not None else ""
-        return f"unfinished (no summary.json: still running, or killed{where})"
+        return f"unfinished (no {SUMMARY}: still running, or killed{where})"
     return f"{run.status}: {run.error}" if run.error else run.status
 
 
@@ -565,62 +573,3 @@ def markdown_report(report: Report) -> str:
             seeds = ",".join(map(str, run.seeds)) or "?"
             lines.append(f"- `{run.name}` (seeds {seeds}): {_cell(_job_outcome(run, report.tag))}")
     return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------- command line
-
-
-class _Parser(argparse.ArgumentParser):
-    """Argument errors as one line, like every other error of these commands."""
-
-    def error(self, message: str) -> NoReturn:
-        fail(self.prog, f"{message} (see {self.prog} --help)")
-
-    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> argparse.Namespace:
-        parsed = super().parse_args(args, namespace)
-        target = getattr(parsed, "target", None)
-        if target is not None and not math.isfinite(target):
-            self.error(f"argument --target: {target} is not a finite number")
-        return parsed
-
-
-def fail(prog: str, message: str) -> NoReturn:
-    print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
-    sys.exit(2)
-
-
-def argument_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """The arguments every sweep-reading command takes: SWEEP_DIR, --tag, --group-by, --target."""
-    parser = _Parser(prog=prog, description=description)
-    parser.add_argument("sweep_dir", type=Path, metavar="SWEEP_DIR",
-                        help="a sweep directory (outputs/multirun/<date>/<time>) or any directory above run dirs")
-    parser.add_argument("--tag", default=RETURN_TAG,
-                        help=f"scalar tag read from the event files (default: {RETURN_TAG})")
-    parser.add_argument("--group-by", nargs="+", action="extend", metavar="KEY",
-                        help="config keys that define a configuration (default: algo.name, env.id and every "
-                             "overridden key except seed, num_seeds, quiet and hydra.*)")
-    parser.add_argument("--target", type=float, metavar="X",
-                        help="also give the fraction of seeds whose final (and evaluation) return is at or "
-                             "above X, say 475 for CartPole-v1")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of ``pgrun-report``."""
-    parser = argument_parser("pgrun-report", "Final returns of a sweep per configuration, across seeds; "
-                                             "printed and written to SWEEP_DIR/report.md.")
-    args = parser.parse_args(argv)
-    try:
-        text = build_report(args.sweep_dir, args.tag, args.group_by, args.target).markdown()
-    except ReportError as err:
-        fail(parser.prog, str(err))
-    print(text, end="", flush=True)
-    target = args.sweep_dir / REPORT_NAME
-    try:
-        target.write_text(text)
-    except OSError as err:
-        fail(parser.prog, f"cannot write {target} ({err.strerror or err})")
-
-
-if __name__ == "__main__":
-    main()

@@ -36,16 +36,9 @@ from typing import Any
 import numpy as np
 
 from pgrun import stats
-from pgrun.report import (
-    RETURN_TAG,
-    Configuration,
-    Curve,
-    ReportError,
-    argument_parser,
-    build_report,
-    fail,
-    learning_curve,
-)
+from pgrun.commands.report import argument_parser
+from pgrun.errors import fail
+from pgrun.report import RETURN_TAG, Configuration, Curve, ReportError, build_report, learning_curve
 
 PROG = "plot_runs.py"
 THRESHOLDS = 201  # points of a performance profile

@@ -1,4 +1,5 @@
-"""pgrun-eval: episodes of a saved policy, eval.json, video, and one-line errors."""
+"""pgrun-eval (pgrun.evaluate, pgrun.commands.evaluate): episodes of a saved policy, eval.json, video,
+and one-line errors."""
 
 import json
 import os
@@ -10,6 +11,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import compose_config
+from pgrun import evaluate as evaluation
+from pgrun.errors import ConfigError
 from pgrun.evaluate import EvalError, evaluate
 from pgrun.run import run_training
 
@@ -42,7 +45,7 @@ def frozenlake_run(tmp_path_factory) -> Path:
 
 def run_eval(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    return subprocess.run([sys.executable, "-m", "pgrun.evaluate", *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "pgrun.commands.evaluate", *args], env=env, capture_output=True,
                           text=True, timeout=300)
 
 
@@ -157,3 +160,30 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, case):
     assert len(lines) == 1 and lines[0].startswith("pgrun-eval: error:") and expect in lines[0], result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
     assert not any(run_dir.name == "eval.json" for run_dir in tmp_path.rglob("*"))
+
+
+def test_library_raises_instead_of_exiting(tmp_path, monkeypatch, capsys):
+    """pgrun.evaluate is usable from scripts: bad input raises EvalError, nothing is printed, nothing exits."""
+
+    def no_exit(code=0):
+        raise AssertionError(f"the library called sys.exit({code})")
+
+    monkeypatch.setattr(sys, "exit", no_exit)
+    assert not hasattr(evaluation, "main") and issubclass(EvalError, ConfigError)
+    with pytest.raises(EvalError, match="no such directory"):
+        evaluate(tmp_path / "nowhere")
+    with pytest.raises(EvalError, match="--episodes must be at least 1"):
+        evaluate(tmp_path, episodes=0)
+    with pytest.raises(EvalError, match="--checkpoint must be one of final, latest"):
+        evaluate(tmp_path, checkpoint="best")
+    run_dir = fake_run(tmp_path, checkpoints=("final",))
+    with pytest.raises(EvalError, match="cannot load .*final.msgpack"):
+        evaluate(run_dir)  # an empty checkpoint file
+    assert capsys.readouterr() == ("", "")
+    assert not (run_dir / "eval.json").exists()
+
+
+def test_checkpoint_names_are_the_run_folders():
+    from pgrun.run_folder import CHECKPOINT_NAMES
+
+    assert evaluation.CHECKPOINTS == CHECKPOINT_NAMES

@@ -1,4 +1,5 @@
-"""pgrun-report and scripts/plot_runs.py on real runs: a CLI sweep plus runs written in-process.
+"""pgrun-report (the pgrun.report library and its command line) and scripts/plot_runs.py on real
+runs: a CLI sweep plus runs written in-process.
 
 The directory the report reads holds, at different depths:
 
@@ -36,6 +37,8 @@ from omegaconf import OmegaConf
 from scipy import stats as scipy_stats
 
 from pgrun import report, stats
+from pgrun.errors import ConfigError
+from pgrun.commands import report as report_command
 from pgrun.run import run_training
 from pgrun.train import TrainingError
 
@@ -140,7 +143,7 @@ def returns_of(root: Path, steps: int, key: str = "returns_per_seed") -> list[fl
 
 
 def test_table_counts_seeds_and_matches_the_summaries(root, capsys):
-    report.main([str(root)])
+    report_command.main([str(root)])
     printed = capsys.readouterr().out
     assert (root / "report.md").read_text() == printed
     table = cells(printed)
@@ -172,7 +175,7 @@ def test_target_gives_the_fraction_of_seeds_at_or_above_it(root, capsys):
     returns = sorted(returns_of(root, 6144))
     target = returns[1]  # the two lowest seeds' returns are distinct: 3 of the 4 are at or above it
     assert returns[0] < target
-    report.main([str(root), "--target", repr(target)])
+    report_command.main([str(root), "--target", repr(target)])
     printed = capsys.readouterr().out
     column = f"≥ {report.format_number(target)}"
     assert header(printed) == expected_header(root, report.format_number(target))
@@ -316,12 +319,57 @@ def test_align_curves_interpolates_within_the_common_range():
     np.testing.assert_array_equal(same[1], [a[1], a[1] * 2])
 
 
-@pytest.mark.parametrize("command", [["-m", "pgrun.report"], [str(SCRIPT)]])
+@pytest.mark.parametrize("command", [["-m", "pgrun.commands.report"], [str(SCRIPT)]])
 def test_missing_or_empty_directory_exits_2_with_one_line(tmp_path, command):
-    prog = "pgrun-report" if "pgrun.report" in command else "plot_runs.py"
+    prog = "pgrun-report" if "pgrun.commands.report" in command else "plot_runs.py"
     for target in (tmp_path / "nope", tmp_path):
         result = subprocess.run([sys.executable, *command, str(target)], env=ENV, capture_output=True, text=True,
                                 timeout=60, check=False)
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert result.returncode == 2 and result.stdout == "", result.stderr
         assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: ") and str(target) in lines[0], result.stderr
+
+
+def no_exit(code=0):
+    raise AssertionError(f"the library called sys.exit({code})")
+
+
+def test_library_returns_data_without_the_command_line(root, monkeypatch, capsys):
+    """Scripts and notebooks call pgrun.report directly: data back, nothing printed, no exit."""
+    monkeypatch.setattr(sys, "exit", no_exit)
+    assert not hasattr(report, "main") and not hasattr(report, "argument_parser")
+    runs = report.load_runs(root)
+    assert {run.status for run in runs} == {"completed", "failed", "unfinished"}
+    configurations, common = report.group_runs(runs)
+    assert {c.label for c in configurations} == {SHORT, LONG, DIVERGED}
+    assert ("algo.anneal_lr", "false") in common
+    built = report.build_report(root, target=100.0)
+    assert built.target == 100.0 and len(built.runs) == len(runs)
+    assert by_label(built)[LONG].final_returns() and built.markdown().startswith(f"# pgrun report: {root}")
+    assert capsys.readouterr() == ("", "")
+
+
+def test_library_raises_report_error_for_bad_input(root, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "exit", no_exit)
+    for target, fragment in ((tmp_path / "nope", "no such directory"), (tmp_path, "holds no runs")):
+        with pytest.raises(report.ReportError, match=fragment):
+            report.build_report(target)
+    with pytest.raises(report.ReportError, match="--group-by algo.nope"):
+        report.build_report(root, group_by=["algo.nope"])
+    assert issubclass(report.ReportError, ConfigError)  # the commands give it exit code 2
+    assert capsys.readouterr() == ("", "")
+
+
+def test_unreadable_files_become_a_status(tmp_path):
+    """A run whose summary.json is garbage is listed as unreadable, not an exception."""
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(compose_config(), run_dir / ".hydra" / "config.yaml")
+    (run_dir / ".hydra" / "overrides.yaml").write_text("{not: a list}\n")
+    (run_dir / "summary.json").write_text("{oops")
+    (run,) = report.load_runs(tmp_path)
+    assert run.status == "unreadable" and run.error.startswith("cannot read summary.json:")
+    assert run.overrides == [] and run.seeds == [0]
+    (run_dir / ".hydra" / "config.yaml").write_text("- a list\n")
+    (run,) = report.load_runs(tmp_path)
+    assert run.status == "unreadable" and run.error == ".hydra/config.yaml is not a mapping"

@@ -94,7 +94,7 @@ def test_the_thread_knob_sizes_xla_cpu_pool(threads):
 
 
 def test_objective_is_nan_without_a_return():
-    from pgrun.cli import JobResult, _objective
+    from pgrun.commands.train import JobResult, _objective
 
     assert _objective(JobResult("completed", 0, final_return_mean=42.0)) == 42.0
     assert math.isnan(_objective(JobResult("failed", 1, "training failed: ...")))
