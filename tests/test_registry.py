@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import fields
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -86,3 +87,17 @@ def test_each_algorithm_trains_checkpoints_and_loads(tmp_path, name):
         np.testing.assert_array_equal(got, np.asarray(want)[1])
     actions = trained.policy.dist(params["actor"], np.zeros((3, 4), np.float32)).mode()
     assert actions.shape == (3,)
+
+
+def test_the_readme_lists_every_registered_algorithm():
+    """README's table is written by scripts/write_algorithm_table.py from the registry."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from write_algorithm_table import README, algorithm_table
+
+    readme = README.read_text()
+    block = readme.split("<!-- algorithm-table:start -->\n", 1)[1].split("\n<!-- algorithm-table:end -->", 1)[0]
+    assert block == algorithm_table(), "README's algorithm table is stale: python scripts/write_algorithm_table.py --write"
+    for name in NAMES:
+        assert f"| `{name}` |" in block
