@@ -28,6 +28,7 @@ FINAL = "final.msgpack"
 
 
 def save(directory: Path, name: str, state: Any, meta: dict[str, Any]) -> Path:
+    """Write ``{state, meta}`` to ``directory/name`` atomically (temporary file, fsync, rename)."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
     tmp = path.with_suffix(".tmp")

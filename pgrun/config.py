@@ -40,6 +40,8 @@ class EnvConfig:
 
 @dataclass
 class CheckpointConfig:
+    """When the ``latest`` checkpoint is rewritten during training."""
+
     every: int = 100  # iterations between 'latest' checkpoints (rounded to logging blocks)
 
 

@@ -51,6 +51,8 @@ def fisher_vector_product(dist_fn: Callable[[Vector], Any], flat_params: Vector,
 
 
 class CGResult(NamedTuple):
+    """The approximate solution of ``F x = g`` and how far conjugate gradient got."""
+
     x: Vector
     residual_norm: jax.Array  # ||b - A x|| at exit
     iterations: jax.Array
@@ -83,6 +85,8 @@ def conjugate_gradient(matvec: MatVec, b: Vector, max_iters: int, tol: float = 1
 
 
 class NaturalStep(NamedTuple):
+    """The natural-gradient step scaled to the KL radius, with its CG residual and predicted gain."""
+
     step: Vector  # the full trust-region step s, with 1/2 s^T F s = delta
     direction: Vector  # x ~ F^-1 g from conjugate gradient
     cg_residual: jax.Array
@@ -99,6 +103,8 @@ def natural_step(grad: Vector, fvp: MatVec, delta: float, cg_iters: int, cg_tol:
 
 
 class LineSearchResult(NamedTuple):
+    """Where the backtracking line search ended and whether a candidate was accepted."""
+
     params: Vector
     accepted: jax.Array  # bool: some fraction of the step satisfied both conditions
     backtracks: jax.Array  # shrinks applied to the accepted step (all max_backtracks when rejected)

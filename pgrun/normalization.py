@@ -14,6 +14,8 @@ import jax.numpy as jnp
 
 @flax.struct.dataclass
 class RunningMeanStd:
+    """Running mean and variance of a stream of batches (parallel Welford / Chan et al. update)."""
+
     mean: jax.Array
     var: jax.Array
     count: jax.Array

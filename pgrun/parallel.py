@@ -80,6 +80,7 @@ def effective_threads() -> int:
 
 
 def backend_started() -> bool:
+    """Whether JAX's backend already exists (after which thread settings no longer apply)."""
     bridge = sys.modules.get("jax._src.xla_bridge")
     return bool(bridge is not None and bridge.backends_are_initialized())
 

@@ -12,4 +12,5 @@ from pathlib import Path
 
 
 def conf_dir() -> Path:
+    """The installed ``conf/`` directory (the ``pgrun.conf`` package)."""
     return Path(str(importlib.resources.files("pgrun.conf")))

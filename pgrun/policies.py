@@ -66,6 +66,8 @@ class GaussianActor(nn.Module):
 
 
 class CategoricalActor(nn.Module):
+    """Logits of a categorical policy over ``num_actions`` from an MLP."""
+
     hidden_sizes: Sequence[int]
     num_actions: int
     activation: str = "tanh"
@@ -114,6 +116,7 @@ class Policy:
 
 def make_policy(observation_space: Box, action_space: Space, hidden_sizes: Sequence[int],
                 activation: str, bounded_mean: bool = False) -> Policy:
+    """The actor and critic for an environment's spaces: categorical for Discrete, Gaussian for a 1-D Box."""
     hidden = tuple(int(h) for h in hidden_sizes)
     if isinstance(action_space, Discrete):
         actor = CategoricalActor(hidden, action_space.n, activation)

@@ -19,6 +19,7 @@ PACKAGES = ("pgrun", "jax", "jaxlib", "flax", "optax", "gymnasium", "hydra-core"
 
 
 def package_versions() -> dict[str, str | None]:
+    """Installed versions of the packages a result depends on (None where absent)."""
     versions: dict[str, str | None] = {}
     for name in PACKAGES:
         try:
@@ -45,6 +46,7 @@ def git_commit(source: Path | None = None) -> dict[str, Any] | None:
 
 
 def collect() -> dict[str, Any]:
+    """Everything provenance.json records: versions, platform, git commit and the command line."""
     return {
         "command": sys.argv,
         "python": sys.version.split()[0],

@@ -16,10 +16,12 @@ Normalizer = Callable[[RunningMeanStd, jax.Array], jax.Array]
 
 
 def identity_normalizer(stats: RunningMeanStd, obs: jax.Array) -> jax.Array:
+    """Observations as they are (``env.normalize_obs=false``)."""
     return obs
 
 
 def running_normalizer(stats: RunningMeanStd, obs: jax.Array) -> jax.Array:
+    """Observations standardised with the running statistics, and clipped."""
     return stats.normalize(obs)
 
 

@@ -18,6 +18,8 @@ from pgrun.run_folder import RunFolder
 
 @dataclass(frozen=True)
 class Timing:
+    """Wall time of the whole run (resumed sessions included) and the time spent compiling."""
+
     wall_seconds: float
     compile_seconds: float
 

@@ -381,6 +381,8 @@ class HostEvaluation:
 
 @dataclass
 class GymRunner:
+    """What the host loop carries from one block to the next: learners, observations, keys."""
+
     train: TrainState
     obs: np.ndarray  # [members, envs, obs_dim]
     key: jax.Array
@@ -505,6 +507,7 @@ def non_finite_members(metrics: dict, first_iteration: int) -> dict[int, tuple[i
 
 
 def non_finite_message(what: str, iteration: int, member: str) -> str:
+    """The one line a run (or a member) that went non-finite reports."""
     return f"{what} became non-finite at iteration {iteration} ({member}); lower algo.lr or algo.max_grad_norm"
 
 

@@ -35,6 +35,7 @@ def registry() -> dict[str, AlgorithmSpec]:
 
 
 def algorithm_names() -> list[str]:
+    """Every registered algorithm's name, sorted: the choices of ``algo=``."""
     return list(registry())
 
 

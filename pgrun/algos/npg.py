@@ -44,6 +44,7 @@ class NPGConfig(AlgoConfig):
 
 
 def validate_npg(algo: Any, context: AlgoContext) -> None:
+    """The trust region, CG and critic-fit keys, and a critic minibatch count that divides the batch."""
     batch = context.batch_size(algo)
     require(algo.delta > 0, f"algo.delta={algo.delta} must be positive")
     require(algo.cg_iters >= 1, f"algo.cg_iters={algo.cg_iters} must be at least 1")
@@ -55,6 +56,8 @@ def validate_npg(algo: Any, context: AlgoContext) -> None:
 
 
 class LineSearch(NamedTuple):
+    """TRPO's backtracking search; its coefficient is the traced ``hparams['backtrack_coef']``."""
+
     max_backtracks: int  # the coefficient is a traced hyperparameter, hparams["backtrack_coef"]
 
 

@@ -65,6 +65,7 @@ def check_minibatches(algo: Any, context: AlgoContext) -> None:
 
 
 def validate_ppo(algo: Any, context: AlgoContext) -> None:
+    """The surrogate's keys, and epochs and minibatches that split the batch evenly."""
     require(algo.objective in OBJECTIVES,
             f"algo.objective={algo.objective} is not valid: use one of {', '.join(OBJECTIVES)}")
     require(algo.clip_eps > 0, f"algo.clip_eps={algo.clip_eps} must be positive")

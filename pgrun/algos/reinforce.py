@@ -56,6 +56,7 @@ class ReinforceConfig(AlgoConfig):
 
 
 def validate_reinforce(algo: Any, context: AlgoContext) -> None:
+    """``baseline=none`` needs a time limit shorter than the batch, or no episode could be used."""
     require(algo.baseline in ("value", "none"), f"algo.baseline={algo.baseline} is not valid: use value or none")
     if algo.baseline != "none":
         return

@@ -28,6 +28,7 @@ class TRPOConfig(NPGConfig):
 
 
 def validate_trpo(algo: Any, context: AlgoContext) -> None:
+    """NPG's checks plus a backtracking coefficient in (0, 1)."""
     validate_npg(algo, context)
     require(0 < algo.backtrack_coef < 1, f"algo.backtrack_coef={algo.backtrack_coef} must lie in (0, 1)")
     require(algo.max_backtracks >= 0, f"algo.max_backtracks={algo.max_backtracks} must be non-negative")

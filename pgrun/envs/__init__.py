@@ -53,6 +53,7 @@ def backends() -> dict[str, Backend]:
 
 @lru_cache(maxsize=None)
 def provided_ids(name: str) -> frozenset[str]:
+    """The ids backend ``name`` provides (cached: Gymnasium's registry is large)."""
     return frozenset(_BACKENDS[name].ids())
 
 

@@ -54,6 +54,8 @@ def _uniform(key, shape, low, high):
 
 @struct.dataclass
 class CartPoleState:
+    """Cart position and velocity, pole angle and angular velocity, steps taken."""
+
     x: jax.Array
     x_dot: jax.Array
     theta: jax.Array
@@ -144,6 +146,8 @@ class CartPole:
 
 @struct.dataclass
 class PendulumState:
+    """Angle, angular velocity and steps taken."""
+
     theta: jax.Array
     theta_dot: jax.Array
     time: jax.Array
@@ -228,6 +232,8 @@ class Pendulum:
 
 @struct.dataclass
 class AcrobotState:
+    """The two joint angles and their velocities, and steps taken."""
+
     theta1: jax.Array
     theta2: jax.Array
     dtheta1: jax.Array
@@ -355,6 +361,8 @@ class Acrobot:
 
 @struct.dataclass
 class MountainCarState:
+    """Car position and velocity, and steps taken."""
+
     position: jax.Array
     velocity: jax.Array
     time: jax.Array

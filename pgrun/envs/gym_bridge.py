@@ -32,6 +32,7 @@ def observation_space_of(space: gymnasium.Space) -> Box:
 
 
 def action_space_of(space: gymnasium.Space) -> Space:
+    """The policy's action space for a Gymnasium one (Discrete from 0, or a 1-D Box)."""
     if isinstance(space, gymnasium.spaces.Discrete):
         if space.start != 0:
             raise UnsupportedSpaceError(f"action space {space} with start={space.start} is not supported")
@@ -50,6 +51,8 @@ def encode_observations(space: gymnasium.Space, obs: np.ndarray) -> np.ndarray:
 
 @dataclass
 class HostStep:
+    """One step of every host environment, with each ended episode's true final observation."""
+
     obs: np.ndarray  # next observation to act on (a fresh episode's after an end)
     rewards: np.ndarray
     terminated: np.ndarray
