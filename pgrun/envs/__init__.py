@@ -4,8 +4,10 @@ A backend is either *in the compiled loop* (pure-JAX environments whose step
 is traced into the training program, like the classic-control ports) or *on
 the host* (stepped in Python between jitted acting and learning calls, like
 Gymnasium). ``env.backend=auto`` picks the first backend, in registry order,
-that provides the id, so a JAX port wins over Gymnasium for the same id. An
-id need not be a Gymnasium id: a backend lists its own.
+that provides the id, so a JAX port wins over Gymnasium for the same id, and
+the host backends after Gymnasium's synchronous one (``gymnasium_async``,
+``envpool``) run only when asked for. An id need not be a Gymnasium id: a
+backend lists its own.
 
 Adding a backend is one :class:`Backend` passed to :func:`register_backend`
 (from its own module, imported below), exposing ``make`` (the environments),
@@ -133,26 +135,35 @@ def _jax_ports() -> Backend:
     return Backend("jax", True, lambda: list(ports()), make, spaces, lambda env_id: ports()[env_id].max_episode_steps)
 
 
-def _gymnasium() -> Backend:
+def _gymnasium_extra_hint(env_id: str, err: Exception) -> ConfigError:
+    return ConfigError(f"{env_id} needs an extra dependency ({first_line(err)}): "
+                       f"install it, e.g. pip install 'pgrun[mujoco]' or 'pgrun[box2d]'")
+
+
+def _gymnasium(name: str = "gymnasium", vectorization_mode: str = "sync") -> Backend:
+    """Any Gymnasium id; ``vectorization_mode="async"`` steps each copy in a worker process."""
+
     def make(env_id: str, host_envs: int) -> Any:
         import gymnasium
 
         from pgrun.envs.gym_bridge import GymVectorEnv, UnsupportedSpaceError
 
         try:
-            return GymVectorEnv(env_id, host_envs)
+            return GymVectorEnv(env_id, host_envs, vectorization_mode)
         except UnsupportedSpaceError as err:
             raise ConfigError(f"{env_id}: {err}: pick an environment whose spaces are Box or Discrete") from None
         except gymnasium.error.DependencyNotInstalled as err:
-            raise ConfigError(f"{env_id} needs an extra dependency ({first_line(err)}): "
-                              f"install it, e.g. pip install 'pgrun[mujoco]' or 'pgrun[box2d]'") from None
+            raise _gymnasium_extra_hint(env_id, err) from None
 
     def spaces(env_id: str) -> tuple[Any, Any]:
         import gymnasium
 
         from pgrun.envs.gym_bridge import action_space_of, observation_space_of
 
-        env = gymnasium.make(env_id)
+        try:
+            env = gymnasium.make(env_id)
+        except gymnasium.error.DependencyNotInstalled as err:
+            raise _gymnasium_extra_hint(env_id, err) from None
         try:
             return observation_space_of(env.observation_space), action_space_of(env.action_space)
         finally:
@@ -163,8 +174,41 @@ def _gymnasium() -> Backend:
 
         return gymnasium.spec(env_id).max_episode_steps
 
-    return Backend("gymnasium", False, gymnasium_ids, make, spaces, time_limit)
+    return Backend(name, False, gymnasium_ids, make, spaces, time_limit)
+
+
+def _envpool() -> Backend:
+    """envpool's MuJoCo ids. Registered whether or not envpool is installed, so that asking for it
+    without it says what to install (checked when the run is validated, before any folder exists);
+    envpool itself is imported only to build environments, as importing it takes seconds."""
+    from pgrun.envs.envpool_bridge import ENVPOOL_IDS, INSTALL_HINT, envpool_installed
+
+    def require() -> None:
+        if not envpool_installed():
+            raise ConfigError(f"env.backend=envpool needs the envpool package: {INSTALL_HINT}")
+
+    def time_limit(env_id: str) -> int | None:
+        import gymnasium
+
+        require()
+        return gymnasium.spec(env_id).max_episode_steps  # envpool is built with the same limit
+
+    def make(env_id: str, host_envs: int) -> Any:
+        from pgrun.envs.envpool_bridge import EnvpoolVectorEnv
+
+        return EnvpoolVectorEnv(env_id, host_envs, time_limit(env_id))
+
+    def spaces(env_id: str) -> tuple[Any, Any]:
+        envs = make(env_id, 1)
+        try:
+            return envs.observation_space, envs.action_space
+        finally:
+            envs.close()
+
+    return Backend("envpool", False, lambda: list(ENVPOOL_IDS), make, spaces, time_limit)
 
 
 register_backend(_jax_ports())
 register_backend(_gymnasium())
+register_backend(_gymnasium("gymnasium_async", "async"))
+register_backend(_envpool())
