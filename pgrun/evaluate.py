@@ -223,13 +223,15 @@ def run_gymnasium(setup: Any, params: Any, obs_stats: Any, env_id: str, episodes
 
 
 def run_jax(setup: Any, params: Any, obs_stats: Any, env_id: str, episodes: int,
-            deterministic: bool, seed: int) -> Episodes:
-    """All episodes at once on the JAX port: :func:`make_jax_episode` vmapped over episodes."""
+            deterministic: bool, seed: int, backend: str = "jax") -> Episodes:
+    """All episodes at once on a JAX environment (``backend`` runs inside the compiled loop):
+    :func:`make_jax_episode` vmapped over episodes."""
     import jax
 
-    from pgrun.envs.classic import make_jax_env
+    from pgrun.envs import make_env
 
-    episode = make_jax_episode(make_jax_env(env_id), setup.policy, setup.normalize, deterministic)
+    env, _ = make_env(env_id, backend, 1)
+    episode = make_jax_episode(env, setup.policy, setup.normalize, deterministic)
     keys = jax.random.split(jax.random.PRNGKey(seed), episodes)
     play = jax.jit(jax.vmap(episode, in_axes=(None, None, 0)))
     returns, lengths = jax.device_get(play(params, obs_stats, keys))
@@ -336,8 +338,12 @@ def evaluate(run_dir: Path, episodes: int = 10, backend: str | None = None, dete
     params, obs_stats = setup.member(seed_index)
     env_id = str(cfg.env.id)
 
-    play = run_jax if backend == "jax" else run_gymnasium
-    result = play(setup, params, obs_stats, env_id, episodes, deterministic, seed)
+    from pgrun.envs import backends
+
+    if backends()[backend].in_jit:
+        result = run_jax(setup, params, obs_stats, env_id, episodes, deterministic, seed, backend)
+    else:
+        result = run_gymnasium(setup, params, obs_stats, env_id, episodes, deterministic, seed)
     report: dict[str, Any] = {
         "env": env_id,
         "backend": backend,

@@ -116,9 +116,9 @@ def algorithm_lines() -> list[str]:
 
 def environment_lines() -> list[str]:
     """The ids with a JAX port, and what else works."""
-    from pgrun.envs import gymnasium_ids, has_jax_port
+    from pgrun.envs import has_jax_port, known_ids
 
-    ports = [env_id for env_id in gymnasium_ids() if has_jax_port(env_id)]
+    ports = [env_id for env_id in known_ids() if has_jax_port(env_id)]
     return ["  JAX ports, simulated inside the compiled training loop:",
             "    " + ", ".join(ports),
             "  Any other registered Gymnasium id runs through the Gymnasium backend, e.g. env=FrozenLake-v1,",
