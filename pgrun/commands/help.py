@@ -147,7 +147,9 @@ def help_page(args: list[str]) -> str:
     """The whole page; ``args`` is the command line, whose single overrides set the defaults shown."""
     overrides = _single_overrides(args)
     cfg = compose(overrides)
-    lines = [SUMMARY, "", USAGE, "", "Algorithms (algo=NAME):", *algorithm_lines(), "",
+    import textwrap
+
+    lines = [*textwrap.wrap(SUMMARY, PAGE_WIDTH), "", USAGE, "", "Algorithms (algo=NAME):", *algorithm_lines(), "",
              "Environments (env=ID):", *environment_lines(), "",
              "Main keys, with their defaults (KEY=VALUE on the command line):", *key_lines(cfg)]
     if any(o.lstrip("+~").split("=", 1)[0] == "algo" for o in overrides):
