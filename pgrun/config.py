@@ -18,6 +18,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from pgrun.algos import algorithm_names, get_algorithm, registry
+from pgrun.devices import requested_devices
 from pgrun.envs import AUTO, backends, check_env_id, episode_time_limit, known_ids
 from pgrun.errors import ConfigError, require as _check
 from pgrun.names import close_matches
@@ -82,6 +83,9 @@ class RunConfig:
     sweep: SweepConfig = field(default_factory=SweepConfig)
     # CPU threads XLA may use in this job; 0: all cores, or cores / n_jobs under a parallel launcher
     xla_cpu_threads: int = 0
+    # local devices the members are split over: "all" or a positive count (devices=2 parses as "2");
+    # a run never uses more devices than it has members, and host environments train on one
+    devices: str = "all"
 
 
 def algo_schema(name: str | None) -> type | None:
@@ -147,6 +151,8 @@ def _validate_one(cfg: Any) -> None:
            "pick a seed in it")
     _check(cfg.log_interval >= 1, f"log_interval={cfg.log_interval} must be at least 1")
     _check(cfg.xla_cpu_threads >= 0, f"xla_cpu_threads={cfg.xla_cpu_threads} must be 0 (automatic) or positive")
+    if "devices" in cfg:  # runs saved before devices existed have none
+        requested_devices(cfg.devices)
     _check(cfg.checkpoint.every >= 1, f"checkpoint.every={cfg.checkpoint.every} must be at least 1")
     if "eval" in cfg:  # runs saved before evaluation existed have no eval section
         _check(cfg.eval.every >= 0, f"eval.every={cfg.eval.every} must be 0 (off) or a positive number of iterations")

@@ -45,8 +45,9 @@ def git_commit(source: Path | None = None) -> dict[str, Any] | None:
     return {"commit": commit, "dirty": dirty}
 
 
-def collect() -> dict[str, Any]:
-    """Everything provenance.json records: versions, platform, git commit and the command line."""
+def collect(devices_used: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything provenance.json records: versions, platform, git commit and the command line,
+    and ``devices_used``: the devices the run trained on and each one's share of the members."""
     return {
         "command": sys.argv,
         "python": sys.version.split()[0],
@@ -55,6 +56,7 @@ def collect() -> dict[str, Any]:
         "packages": package_versions(),
         "jax_backend": jax.default_backend(),
         "jax_devices": [str(d) for d in jax.devices()],
+        "devices_used": devices_used,
         "xla_cpu_threads": effective_threads(),
         "git": git_commit(),
     }

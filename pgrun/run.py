@@ -132,14 +132,14 @@ def start_session(setup: Setup, folder: RunFolder, resume: bool) -> Session:
 
 
 def announce(setup: Setup, folder: RunFolder) -> None:
-    """The run's first line: what trains, where, on which device."""
+    """The run's first line: what trains, where, on which devices and how many members each holds."""
     cfg = setup.cfg
     if cfg.quiet:
         return
     seeds = [cfg.seed + i for i in range(cfg.num_seeds)]
     sweep = f" points={len(setup.points)}" if setup.points != [{}] else ""
     print(f"[{cfg.algo.name} {cfg.env.id}] backend={setup.backend} seeds={seeds}{sweep} "
-          f"device={jax.devices()[0].platform} iterations={setup.block_len * setup.num_blocks} "
+          f"{setup.placement.label()} iterations={setup.block_len * setup.num_blocks} "
           f"run_dir={folder.path}", flush=True)
 
 
@@ -192,7 +192,7 @@ def run_training(cfg: Any, run_dir: Path, resume: bool = False) -> dict[str, Any
     folder = RunFolder(Path(run_dir))
     announce(setup, folder)
     folder.path.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(folder.provenance_path(resume), provenance.collect())
+    write_json_atomic(folder.provenance_path(resume), provenance.collect(setup.placement.describe()))
     if setup.points != [{}]:
         write_point_configs(cfg, folder, setup)
     session = start_session(setup, folder, resume)

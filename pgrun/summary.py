@@ -48,6 +48,8 @@ def members_summary(setup: Any, record: RunRecord, indices: list[int], timing: T
         "algo": setup.cfg.algo.name,
         "env": setup.cfg.env.id,
         "backend": setup.backend,
+        # the devices the run trained on and each one's share of its members (padding copies included)
+        "devices": setup.placement.describe() if getattr(setup, "placement", None) else None,
         "seeds": [setup.members[i].seed for i in indices],
         "env_steps": env_steps,
         "iterations": record.blocks_done * setup.block_len,

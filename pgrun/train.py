@@ -33,10 +33,11 @@ import numpy as np
 from pgrun.algos import make_algorithm
 from pgrun.types import AlgoContext, Algorithm, Batch, TrainState
 from pgrun.checkpoint import restore_into
+from pgrun.devices import Placement, place_members
 from pgrun.errors import TrainingError
 from pgrun.record import RunRecord
 from pgrun.config import algo_hparams, iterations, point_name, sweep_points
-from pgrun.envs import backends, episode_time_limit, make_env
+from pgrun.envs import backends, episode_time_limit, make_env, resolve_backend
 from pgrun.envs.gym_bridge import GymVectorEnv
 from pgrun.envs.wrappers import EpisodeStats, accumulate_episodes
 from pgrun.episodes import MAX_EPISODE_STEPS, make_acting, make_jax_episode
@@ -86,6 +87,11 @@ class Setup:
     points: list[dict[str, float]]  # sweep points, [{}] without a vectorised sweep
     members: list[Member]  # every point times every seed, point-major
     eval_period: int = 0  # iterations between evaluations, a multiple of block_len; 0: no evaluation
+    placement: Placement | None = None  # the devices members train on; None: all on the default device
+
+    def __post_init__(self) -> None:
+        if self.placement is None:
+            self.placement = Placement.single(len(self.members))
 
     @property
     def steps_per_iteration(self) -> int:
@@ -130,12 +136,14 @@ def build(cfg: Any) -> Setup:
     """Everything static about a run: environments, policy, algorithm, schedule, members."""
     block_len, num_blocks = iterations(cfg)
     points, members = members_of(cfg)
+    in_jit = backends()[resolve_backend(cfg.env.id, cfg.env.backend)].in_jit
+    placement = place_members(cfg.get("devices", "all"), len(members), in_jit, f"{cfg.env.id} ({cfg.env.backend})")
     env, backend = make_env(cfg.env.id, cfg.env.backend, cfg.num_envs * len(members))
     hidden, activation = cfg.algo.hidden_sizes, cfg.algo.activation
     policy = make_policy(env.observation_space, env.action_space, hidden, activation, cfg.algo.bounded_mean)
     algorithm = algorithm_for(cfg, policy, block_len * num_blocks)
     return Setup(cfg, env, backend, policy, algorithm, normalizer_for(cfg.env.normalize_obs),
-                 block_len, num_blocks, points, members, eval_period(cfg, block_len))
+                 block_len, num_blocks, points, members, eval_period(cfg, block_len), placement)
 
 
 def eval_period(cfg: Any, block_len: int) -> int:
@@ -234,9 +242,17 @@ class JaxLoop:
         def block(runner: JaxRunner):
             return jax.lax.scan(iteration, runner, None, length=setup.block_len)
 
-        self._block = jax.jit(over_members(block, len(setup.members)), donate_argnums=0)
+        self._block = self.over_devices(block, donate_argnums=0)
         self._compiled = None
-        self._evaluate = jax.jit(make_jax_evaluation(setup)) if setup.eval_period else None
+        self._evaluate = self.over_devices(make_jax_evaluation(setup, one_device=True)) if setup.eval_period else None
+
+    def over_devices(self, member_fn: Callable, **jit_options: Any) -> Callable:
+        """``member_fn`` jitted over every member: vmapped on one device (as it always was there), and
+        with the member axis split over the devices by the run's :class:`~pgrun.devices.Placement`."""
+        placement = self.setup.placement
+        if not placement.sharded:
+            return jax.jit(over_members(member_fn, len(self.setup.members)), **jit_options)
+        return placement.jit(over_members(member_fn, placement.per_device), **jit_options)
 
     def initializer(self) -> tuple[Callable, tuple]:
         """The jitted initialisation of every member, and the arguments to call it with."""
@@ -248,8 +264,9 @@ class JaxLoop:
             obs, env_state = jax.vmap(setup.env.reset)(jax.random.split(k_env, setup.cfg.num_envs))
             return JaxRunner(init_train_state(setup, k_params, hparams), env_state, obs, k_run)
 
-        init = jax.jit(over_members(init_one, len(setup.members)))
-        return init, (jnp.asarray(setup.seeds, jnp.uint32), setup.member_hparams())
+        init = self.over_devices(init_one)
+        seeds = jnp.asarray(setup.seeds, jnp.uint32)
+        return init, setup.placement.pad((seeds, setup.member_hparams()))
 
     def start(self) -> JaxRunner:
         """Compile the initialisation (and the evaluation) beside the block, then initialise every member.
@@ -274,9 +291,11 @@ class JaxLoop:
     def run_block(self, runner: JaxRunner) -> tuple[JaxRunner, dict]:
         """One block; then, when one is due, an evaluation (see :func:`make_jax_evaluation`)."""
         runner, metrics = self._compiled(runner)
-        metrics = jax.device_get(metrics)
+        unpad = self.setup.placement.unpad
+        metrics = unpad(jax.device_get(metrics))
         if self._evaluate is not None and self.setup.evaluation_due(int(jax.device_get(runner.train.iteration)[0])):
-            returns, lengths = jax.device_get(self._evaluate(runner.train.params, runner.train.obs_stats, runner.key))
+            returns, lengths = unpad(jax.device_get(self._evaluate(runner.train.params, runner.train.obs_stats,
+                                                                   runner.key)))
             metrics.update({EVAL_RETURNS: returns, EVAL_LENGTHS: lengths, EVAL_DONE: True})
         return runner, metrics
 
@@ -284,18 +303,20 @@ class JaxLoop:
     def train_state(runner: JaxRunner) -> TrainState:
         return runner.train
 
-    @staticmethod
-    def checkpoint_state(runner: JaxRunner) -> JaxRunner:
-        """Everything, environments included: a resumed run continues exactly."""
-        return runner
+    def checkpoint_state(self, runner: JaxRunner) -> JaxRunner:
+        """Everything, environments included, of the run's own members (whole arrays once
+        ``jax.device_get`` gathers them): a resumed run continues exactly, on any number of devices."""
+        return self.setup.placement.unpad(runner)
 
-    @staticmethod
-    def restore(runner: JaxRunner, saved: dict) -> JaxRunner:
-        return restore_into(runner, saved)
+    def restore(self, runner: JaxRunner, saved: dict) -> JaxRunner:
+        """The saved members, padded and split over this run's devices."""
+        placement = self.setup.placement
+        return placement.put(placement.pad(restore_into(placement.unpad(runner), saved)))
 
 
-def make_jax_evaluation(setup: Setup) -> Callable:
-    """``evaluate(params, obs_stats, key) -> (returns, lengths)``, each ``[members, episodes]``.
+def make_jax_evaluation(setup: Setup, one_device: bool = False) -> Callable:
+    """``evaluate(params, obs_stats, key) -> (returns, lengths)``, each ``[members, episodes]``;
+    with ``one_device``, the program for a single member, which :meth:`JaxLoop.over_devices` spreads.
 
     Every member plays ``eval.episodes`` whole episodes on fresh instances of
     the JAX port (the training environments carry on undisturbed), vmapped over
@@ -315,7 +336,7 @@ def make_jax_evaluation(setup: Setup) -> Callable:
         keys = jax.random.split(jax.random.fold_in(key, EVAL_STREAM), cfg.episodes)
         return jax.vmap(episode, in_axes=(None, None, 0))(params, obs_stats, keys)
 
-    return over_members(evaluate_member, len(setup.members))
+    return evaluate_member if one_device else over_members(evaluate_member, len(setup.members))
 
 
 @dataclass
