@@ -33,7 +33,7 @@ MAIN_KEYS = (
     ("total_timesteps", "environment steps per seed"),
     ("num_envs", "parallel environments per seed"),
     ("log_interval", "training iterations between TensorBoard points"),
-    ("env.backend", "auto (the JAX port when there is one) | jax | gymnasium"),
+    ("env.backend", "auto (the first backend that provides the id, a JAX port first) | {backends}"),
     ("env.normalize_obs", "normalise observations by a running mean and std"),
     ("env.normalize_reward", "scale rewards by a running std of the return (learning only; logs stay raw)"),
     ("eval.every", "iterations between evaluations on environments of their own; 0: off"),
@@ -129,8 +129,11 @@ def key_lines(cfg: Any) -> list[str]:
     """The main keys with their defaults in the composed config."""
     from omegaconf import OmegaConf
 
+    from pgrun.envs import backends
+
     values = {"algo": cfg.algo.name, "env": cfg.env.id}
-    rows = [(f"{key}={_format(values[key] if key in values else OmegaConf.select(cfg, key))}", meaning)
+    rows = [(f"{key}={_format(values[key] if key in values else OmegaConf.select(cfg, key))}",
+             meaning.format(backends=" | ".join(backends())) if key == "env.backend" else meaning)
             for key, meaning in MAIN_KEYS]
     return _table(rows)
 
