@@ -6,8 +6,7 @@ command-line front ends turn them into exit codes.
 
 from __future__ import annotations
 
-import sys
-from typing import Any, NoReturn
+from typing import Any
 
 EXIT_TRAINING_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -39,9 +38,3 @@ def require(condition: bool, message: str) -> None:
 def first_line(text: Any) -> str:
     """The first non-empty line of ``text`` (an exception's message, say), stripped."""
     return next((line.strip() for line in str(text).splitlines() if line.strip()), "")
-
-
-def fail(prog: str, message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
-    """Print ``prog: error: message`` on stderr and exit with ``code``."""
-    print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
-    sys.exit(code)

@@ -37,7 +37,7 @@ import numpy as np
 
 from pgrun import stats
 from pgrun.commands.report import argument_parser
-from pgrun.errors import fail
+from pgrun.commands import fail
 from pgrun.report import RETURN_TAG, Configuration, Curve, ReportError, build_report, learning_curve
 
 PROG = "plot_runs.py"

@@ -113,3 +113,21 @@ def test_algorithms_know_nothing_of_the_loop_logging_files_or_hydra(name):
 
 def test_the_trainer_knows_no_logger():
     assert not reachable("pgrun.train") & {"pgrun.logger", "pgrun.run", "pgrun.summary", "pgrun.run_folder"}
+
+
+# The front ends and the places a newcomer reads first stay short.
+SHORT_FUNCTIONS = ["pgrun.run", "pgrun.train"] + sorted(n for n in MODULES if n.startswith("pgrun.commands"))
+
+
+@pytest.mark.parametrize("name", SHORT_FUNCTIONS)
+def test_no_function_of_the_driver_trainer_or_front_ends_is_longer_than_60_lines(name):
+    long = [(node.name, node.end_lineno - node.lineno + 1) for node in ast.walk(ast.parse(MODULES[name].read_text()))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60]
+    assert not long, long
+
+
+@pytest.mark.parametrize("name", sorted(n for n in MODULES if not n.startswith("pgrun.commands") and n != "pgrun.__main__"))
+def test_only_the_front_ends_parse_arguments_or_exit(name):
+    source = MODULES[name].read_text()
+    assert "argparse" not in source and "sys.exit(" not in source, name
+    assert not reachable(name) & {n for n in MODULES if n.startswith("pgrun.commands")}, name

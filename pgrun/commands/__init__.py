@@ -13,10 +13,17 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from pgrun.errors import fail
+from pgrun.errors import EXIT_BAD_INPUT
+
+
+def fail(prog: str, message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+    """Print ``prog: error: message`` on stderr and exit with ``code``: how every front end ends badly."""
+    print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
 
 
 class Parser(argparse.ArgumentParser):

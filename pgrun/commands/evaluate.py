@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from pgrun.commands import Parser, quiet_backend_probing
-from pgrun.errors import EXIT_INTERRUPTED, ConfigError, fail
+from pgrun.commands import fail
+from pgrun.errors import EXIT_INTERRUPTED, ConfigError
 from pgrun.evaluate import BACKENDS, CHECKPOINTS, evaluate, summary_line
 
 PROG = "pgrun-eval"

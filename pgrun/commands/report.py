@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pgrun.commands import Parser
-from pgrun.errors import ConfigError, fail
+from pgrun.commands import fail
+from pgrun.errors import ConfigError
 from pgrun.report import REPORT_NAME, RETURN_TAG, build_report
 
 PROG = "pgrun-report"

@@ -30,8 +30,9 @@ from typing import Any, NoReturn
 # every process that runs a job needs. Hydra's launchers send the task (_task, below) to
 # joblib workers, Slurm or Ray jobs by reference to this module, so importing it is enough.
 from pgrun import sweeps
+from pgrun.commands import fail
 from pgrun.errors import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TRAINING_FAILED, ConfigError, TrainingError,
-                          TrainingInterrupted, fail, first_line)
+                          TrainingInterrupted, first_line)
 
 PROG = "pgrun"
 
