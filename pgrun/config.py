@@ -88,6 +88,57 @@ class RunConfig:
     devices: str = "all"
 
 
+def config_keys() -> dict[str, str]:
+    """Every key a run's config can have, dotted, with its declared type's name (``int``,
+    ``float``, ``bool``, ``str``, ``list``, ``Any``): the top level, ``env.*``, and ``algo.*``
+    of every registered algorithm. What the command line checks overrides against."""
+    import typing
+
+    def type_name(annotation: Any) -> str:
+        text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+        return "list" if text.startswith("list") else text.split(".")[-1]
+
+    keys: dict[str, str] = {}
+
+    def visit(prefix: str, schema: type) -> None:
+        hints = typing.get_type_hints(schema)
+        for f in fields(schema):
+            hint = hints.get(f.name, f.type)
+            if isinstance(hint, type) and hasattr(hint, "__dataclass_fields__"):
+                visit(f"{prefix}{f.name}.", hint)
+            elif f.name not in ("algo", "env") or prefix:
+                keys[f"{prefix}{f.name}"] = type_name(hint)
+
+    visit("", RunConfig)
+    visit("env.", EnvConfig)
+    for spec in registry().values():
+        visit("algo.", spec.config)
+    keys.update({"algo": "str", "env": "str"})
+    return keys
+
+
+def whole_numbers_as_integers(overrides: list[str]) -> list[str]:
+    """``total_timesteps=1e5`` as ``total_timesteps=100000``: a whole-number float given to an
+    integer key (also in a sweep's comma list) is written as the integer it means, which the
+    typed config would otherwise refuse. Anything else is left for the config to judge."""
+    types = config_keys()
+
+    def as_integer(text: str) -> str:
+        try:
+            value = float(text)
+        except ValueError:
+            return text
+        return str(int(value)) if value.is_integer() and abs(value) < 2**63 else text
+
+    out = []
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if sep and types.get(key.lstrip("+~")) == "int" and not value.startswith(("[", "{", "range(", "choice(")):
+            override = key + "=" + ",".join(as_integer(part) for part in value.split(","))
+        out.append(override)
+    return out
+
+
 def algo_schema(name: str | None) -> type | None:
     """The typed config of the algorithm called ``name``; None when there is none."""
     spec = registry().get(name) if name else None

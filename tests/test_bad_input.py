@@ -12,10 +12,15 @@ CASES = [
     (["algo=sac"], "unknown algorithm 'sac'"),
     (["env=CartPol-v1"], "did you mean CartPole-v1"),
     (["env=NoSuchEnv-v0"], "unknown environment 'NoSuchEnv-v0'"),
-    (["algo.lr=abc"], "algo.lr=abc"),
-    (["seed=1.5"], "seed=1.5"),
+    (["algo.lr=abc"], "algo.lr=abc: algo.lr takes a number, e.g. algo.lr=3e-4"),
+    (["seed=1.5"], "seed=1.5: seed takes a whole number"),
+    (["num_envs=many"], "num_envs=many: num_envs takes a whole number"),
+    (["quiet=maybe"], "quiet=maybe: quiet takes true or false"),
+    (["algo.hidden_sizes=64"], "algo.hidden_sizes takes a list, e.g. algo.hidden_sizes=[64,64]"),
     (["algo.foo=1"], "unknown config key 'algo.foo'"),
     (["foo=1"], "unknown config key 'foo'"),
+    (["algo.lrr=1e-3"], "unknown config key 'algo.lrr' (did you mean algo.lr"),
+    (["seeed=3"], "unknown config key 'seeed' (did you mean seed"),
     (["algo.gamma=1.5"], "algo.gamma=1.5 must lie in [0, 1]"),
     (["algo.clip_eps=-0.1"], "algo.clip_eps=-0.1 must be positive"),
     (["num_envs=0"], "num_envs=0 must be at least 1"),
@@ -52,3 +57,15 @@ def test_bad_input_exits_2_with_one_line_and_no_run_dir(tmp_path: Path, args, fr
     assert "Traceback" not in result.stderr
     assert not run_dir.exists(), "bad input must not leave a run directory"
     assert not (tmp_path / "outputs").exists()
+
+
+def test_whole_number_floats_are_accepted_for_integer_keys(tmp_path: Path):
+    """``total_timesteps=2.048e3`` means 2048: it trains instead of failing on the float's type."""
+    import json
+
+    run_dir = tmp_path / "run"
+    result = run_cli("total_timesteps=2.048e3", "num_envs=2e0", "algo.num_steps=64", "log_interval=1",
+                     "quiet=true", "eval.every=0", f"hydra.run.dir={run_dir}", cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["env_steps"] == 2048 and summary["iterations"] == 16

@@ -72,6 +72,31 @@ def _unknown_choice(text: str) -> str | None:
     return None
 
 
+# What a value of each declared type looks like, for errors about values of the wrong type.
+TYPE_WORDS = {"int": "a whole number, e.g. {key}=8 (1e5 is read as 100000)", "float": "a number, e.g. {key}=3e-4",
+              "bool": "true or false", "list": "a list, e.g. {key}=[64,64]", "str": "a word, e.g. {key}=value"}
+
+
+def _unknown_key(key: str) -> str:
+    """An unknown key, with the known keys it is close to."""
+    from pgrun.config import config_keys
+    from pgrun.names import close_matches
+
+    return (f"unknown config key '{key}'{close_matches(key, list(config_keys()))}: check the spelling "
+            f"(pgrun --cfg job lists every key)")
+
+
+def _bad_value(override: str, detail: str) -> str:
+    """A value the key's type cannot hold, in plain words: what the key takes."""
+    from pgrun.config import config_keys
+
+    key = override.split("=", 1)[0].lstrip("+~")
+    kind = config_keys().get(key)
+    if kind in TYPE_WORDS:
+        return f"{override}: {key} takes {TYPE_WORDS[kind].format(key=key)}"
+    return f"bad value in {override}: {detail}"
+
+
 def describe_hydra_error(err: BaseException) -> str:
     """One line for a Hydra/OmegaConf composition error, naming the fix."""
     text = str(err)
@@ -81,11 +106,10 @@ def describe_hydra_error(err: BaseException) -> str:
     cause = err.__cause__
     unknown_key = re.search(r"Could not override '([^']+)'", text)
     if unknown_key and cause is not None and "not in" in str(cause):
-        key = unknown_key.group(1)
-        return f"unknown config key '{key}': check the spelling (pgrun --cfg job lists every key)"
+        return _unknown_key(unknown_key.group(1))
     merging = re.search(r"Error merging override (\S+)", text)
     if merging and cause is not None:
-        return f"bad value in {merging.group(1)}: {first_line(cause)}"
+        return _bad_value(merging.group(1), first_line(cause))
     head = first_line(text) or "invalid configuration"
     detail = first_line(cause) if cause is not None else ""
     return head + (f" ({detail})" if detail and detail not in text else "")
@@ -301,6 +325,9 @@ def wants_help(args: list[str]) -> bool:
 
 def _dispatch(args: list[str]) -> None:
     """pgrun's help page, a resumed run, or Hydra's run/multirun of :func:`_task`."""
+    from pgrun.config import whole_numbers_as_integers
+
+    args = sys.argv[1:] = whole_numbers_as_integers(args)  # Hydra reads sys.argv itself
     if wants_help(args):
         from pgrun.commands.help import help_page
 
