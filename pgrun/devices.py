@@ -83,7 +83,11 @@ class Placement:
         spec = jax.sharding.PartitionSpec(MEMBER_AXIS)
         # check_vma off: the programs are written per member, unaware of the mesh (constants that
         # start a scan's carry would otherwise have to be marked as varying over it)
-        return jax.shard_map(members_fn, mesh=self.mesh, in_specs=spec, out_specs=spec, check_vma=False)
+        if hasattr(jax, "shard_map"):
+            return jax.shard_map(members_fn, mesh=self.mesh, in_specs=spec, out_specs=spec, check_vma=False)
+        from jax.experimental.shard_map import shard_map  # JAX before 0.6
+
+        return shard_map(members_fn, mesh=self.mesh, in_specs=spec, out_specs=spec, check_rep=False)
 
     def jit(self, members_fn: Callable, **options: Any) -> Callable:
         """``jax.jit`` of :meth:`spread`, its inputs and outputs split over the devices when sharded."""

@@ -101,3 +101,17 @@ def test_profile_iteration_writes_its_table(tmp_path, algo, task, steps_per_iter
         median, fastest = map(number, re.fullmatch(r"(\S+) \((\S+)\)", cell).groups())
         assert positive(median) and positive(fastest) and fastest <= median
     assert positive(number(row[6]))
+
+
+def test_benchmark_device_writes_its_table(tmp_path):
+    args = ["--small", "--steps", "1024", "--ppo-seeds", "1", "4", "--trpo-seeds", "2"]
+    command, before, after = write_with("benchmark_device.py", args, tmp_path)
+    body = check_doc(before, after, "device-benchmark", command)
+    assert re.search(r"device: \d+ x .+ \((cpu|gpu|tpu|cuda|rocm)\)", body), body[:400]
+    rows = table(body)
+    assert [(r[0], r[1]) for r in rows] == [("PPO CartPole-v1", "1"), ("PPO CartPole-v1", "4"),
+                                            ("TRPO Pendulum-v1", "2")]
+    for _, seeds, devices, steps, compile_s, sps, memory in rows:
+        assert 1 <= int(devices) <= int(seeds) and number(steps) >= 1024
+        assert positive(number(compile_s)) and positive(number(sps))
+        assert memory == "n/a" or positive(number(memory))
