@@ -31,6 +31,9 @@ class RunRecord:
     earlier_seconds: float = 0.0  # wall time of the sessions before a resume
     last_return: list[float] = field(default_factory=list)  # mean return of the episodes of the last block with any
     last_length: list[float] = field(default_factory=list)
+    # the block (1-based) whose episodes gave last_return; 0 before any episode ended. Below
+    # blocks_done when no episode ended in the latest blocks: the return is older than the run.
+    return_block: list[int] = field(default_factory=list)
     eval_return: list[float] = field(default_factory=list)  # the latest evaluation's mean over its episodes
     eval_length: list[float] = field(default_factory=list)
     failures: dict[int, str] = field(default_factory=dict)  # member index -> why its training failed
@@ -39,6 +42,8 @@ class RunRecord:
         for name in ("last_return", "last_length", "eval_return", "eval_length"):
             if not getattr(self, name):
                 setattr(self, name, [math.nan] * self.num_members)
+        if not self.return_block:
+            self.return_block = [0] * self.num_members
 
     def active(self, member: int) -> bool:
         """Whether the member still trains (it has not failed)."""
@@ -52,6 +57,7 @@ class RunRecord:
             if count > 0 and self.active(i):
                 self.last_return[i] = float(np.sum(metrics["episode_return_sum"][i]) / count)
                 self.last_length[i] = float(np.sum(metrics["episode_length_sum"][i]) / count)
+                self.return_block[i] = self.blocks_done
 
     def absorb_evaluation(self, returns: np.ndarray, lengths: np.ndarray) -> None:
         """One evaluation (``[members, episodes]``): each active member's mean over its episodes."""
@@ -70,6 +76,7 @@ class RunRecord:
         per_member = {name: np.asarray(getattr(self, name), np.float64)
                       for name in ("last_return", "last_length", "eval_return", "eval_length")}
         return {"blocks_done": self.blocks_done, "wall_seconds": wall_seconds, **per_member,
+                "return_block": np.asarray(self.return_block, np.int64),
                 "failures": {str(i): why for i, why in self.failures.items()}}
 
     @classmethod
@@ -80,6 +87,10 @@ class RunRecord:
         for name in ("eval_return", "eval_length"):
             if name in meta:
                 setattr(record, name, _floats(meta[name]))
+        # checkpoints from before return_block: a saved return counts as the latest block's
+        saved = _floats(meta["return_block"]) if "return_block" in meta else [
+            record.blocks_done if not math.isnan(r) else 0 for r in record.last_return]
+        record.return_block = [int(b) for b in saved]
         failures = meta.get("failures", {})
         if not isinstance(failures, dict):  # older checkpoints: UTF-8 JSON in a uint8 array
             failures = json.loads(bytes(np.asarray(failures, np.uint8)))

@@ -39,6 +39,9 @@ def members_summary(setup: Any, record: RunRecord, indices: list[int], timing: T
     """The summary of the members at ``indices`` (all of a run, or one sweep point's)."""
     env_steps = record.blocks_done * setup.block_len * setup.steps_per_iteration
     returns = _per_member(record.last_return, record, indices)
+    steps_per_block = setup.block_len * setup.steps_per_iteration
+    # where each member's final return was measured: below env_steps when no episode ended in the last block
+    measured_at = [None if r is None else record.return_block[i] * steps_per_block for r, i in zip(returns, indices)]
     evaluated = _per_member(record.eval_return, record, indices)
     finite = [r for r in returns if r is not None]
     evaluated_finite = [r for r in evaluated if r is not None]
@@ -60,6 +63,7 @@ def members_summary(setup: Any, record: RunRecord, indices: list[int], timing: T
         "final_return_mean": float(np.mean(finite)) if finite else None,
         "final_return_std": sample_std(finite),
         "returns_per_seed": returns,
+        "returns_measured_at_steps": measured_at,
         # the last evaluation (eval.*): mean return of its episodes, per member
         "eval_returns_per_seed": evaluated,
         "eval_return_mean": float(np.mean(evaluated_finite)) if evaluated_finite else None,

@@ -64,3 +64,22 @@ def test_runs_record_the_sample_std_and_print_no_spread_for_one_seed(tmp_path, c
     assert json.loads((tmp_path / "one" / "summary.json").read_text())["final_return_std"] is None
     done = capsys.readouterr().out.splitlines()[-1]
     assert "done: final mean return" in done and "±" not in done
+
+
+def test_a_final_return_older_than_the_last_block_says_where_it_was_measured(tmp_path):
+    """MountainCar's random episodes last their 200-step limit: with 16-step blocks the only
+    episode ends in block 13 (steps 193-208), and block 14 ends none. The final return is then
+    block 13's, and summary.json says so instead of passing it off as the last block's."""
+    cfg = compose_config("algo=ppo", "env=MountainCar-v0", "num_envs=1", "algo.num_steps=16", "algo.num_minibatches=1",
+                         "log_interval=1", "total_timesteps=224", "eval.every=0", "quiet=true", "algo.hidden_sizes=[8]")
+    summary = run_training(cfg, tmp_path)
+    assert summary["env_steps"] == 224
+    assert summary["returns_per_seed"] == [-200.0]
+    assert summary["returns_measured_at_steps"] == [208]
+
+
+def test_a_member_without_any_finished_episode_has_no_measurement(tmp_path):
+    cfg = compose_config("algo=ppo", "env=MountainCar-v0", "num_envs=1", "algo.num_steps=16", "algo.num_minibatches=1",
+                         "log_interval=1", "total_timesteps=64", "eval.every=0", "quiet=true", "algo.hidden_sizes=[8]")
+    summary = run_training(cfg, tmp_path)
+    assert summary["returns_per_seed"] == [None] and summary["returns_measured_at_steps"] == [None]
