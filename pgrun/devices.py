@@ -120,7 +120,8 @@ class Placement:
     def label(self) -> str:
         """The run's first line's account of its devices."""
         padding = f" (+{self.padding} padding)" if self.padding else ""
-        return f"device={self.devices[0].platform} devices={len(self.devices)} members/device={self.per_device}{padding}"
+        platform, count = self.devices[0].platform, len(self.devices)
+        return f"device={platform} devices={count} members/device={self.per_device}{padding}"
 
 
 def place_members(setting: Any, members: int, in_jit: bool, env_label: str) -> Placement:
