@@ -40,7 +40,7 @@ PROG = "pgrun"
 PLUGIN_EXTRAS = {"joblib": "sweep", "submitit_local": "slurm", "submitit_slurm": "slurm", "ray": "ray",
                  "ray_aws": "ray", "optuna": "optuna"}
 # What `resume=RUN_DIR` may change: everything else comes from the run's saved config.
-RESUMABLE_OVERRIDES = ("quiet",)
+RESUMABLE_OVERRIDES = ("quiet", "devices")
 
 
 # ---------------------------------------------------------------- errors in one line
