@@ -47,12 +47,16 @@ class EvalError(ConfigError):
 
 @dataclass
 class Episodes:
+    """The return and length of every evaluated episode, in order."""
+
     returns: list[float]
     lengths: list[int]
 
 
 @dataclass
 class Video:
+    """One recorded episode: where its file is, and how TensorBoard got it."""
+
     path: Path  # the GIF or MP4 file
     frames: int
     episode_return: float

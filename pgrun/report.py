@@ -432,6 +432,8 @@ def learning_curve(config: Configuration, tag: str = RETURN_TAG, level: float = 
 
 def build_report(root: Path, tag: str = RETURN_TAG, group_by: Sequence[str] | None = None,
                  target: float | None = None) -> Report:
+    """Every run under ``root``, grouped into configurations (by ``group_by``, or by what
+    differs between runs), with each configuration's statistics of ``tag``."""
     runs = load_runs(Path(root))
     configurations, common = group_runs(runs, group_by)
     return Report(Path(root), runs, configurations, common, tag, target)

@@ -69,6 +69,7 @@ class MDPOConfig(AlgoConfig):
 
 
 def validate_mdpo(algo: Any, context: AlgoContext) -> None:
+    """A known schedule, a non-negative KL scale, and minibatches that split the batch."""
     require(algo.beta_schedule in BETA_SCHEDULES,
             f"algo.beta_schedule={algo.beta_schedule} is not valid: use one of {', '.join(BETA_SCHEDULES)}")
     require(algo.beta_scale >= 0, f"algo.beta_scale={algo.beta_scale} must be non-negative")

@@ -21,6 +21,7 @@ PROG = "pgrun-eval"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """pgrun-eval's arguments; a usage error exits 2 with one line."""
     parser = Parser(prog=PROG, description="Evaluate a pgrun run's policy on complete episodes "
                                            "and write RUN_DIR/eval.json.")
     parser.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a directory written by pgrun")
