@@ -188,3 +188,61 @@ def test_a_missing_simulator_extra_says_what_to_install():
 
 def _needs_an_extra(**kwargs):
     raise gymnasium.error.DependencyNotInstalled("MuJoCo is not installed, run `pip install \"gymnasium[mujoco]\"`")
+
+
+# ------------------------------------------------------------------------------------------- Brax
+# Brax compiles slowly on a CPU (minutes for a run here), so these use the smallest budgets.
+
+
+def test_brax_hopper_resets_steps_and_cuts_episodes_at_the_time_limit():
+    pytest.importorskip("brax")
+    import jax
+    import jax.numpy as jnp
+
+    env, backend = make_env("brax/hopper", "brax", 1)
+    assert backend == "brax" and env.observation_space.shape == (11,) and env.action_space.shape == (3,)
+    obs, state = jax.jit(env.reset)(jax.random.PRNGKey(0))
+    assert obs.shape == (11,) and obs.dtype == jnp.float32
+    step = jax.jit(env.step)
+    obs, state, reward, terminated, truncated = step(jax.random.PRNGKey(1), state, jnp.zeros(3))
+    assert obs.shape == (11,) and reward.dtype == jnp.float32 and int(state.time) == 1
+    assert not bool(terminated) and not bool(truncated)
+    last = state.replace(time=jnp.asarray(env.max_episode_steps - 1, jnp.int32))
+    _, _, _, terminated, truncated = step(jax.random.PRNGKey(2), last, jnp.zeros(3))
+    assert bool(truncated) and not bool(terminated)
+
+
+def test_ppo_trains_on_brax_and_evaluates_its_checkpoint(tmp_path):
+    pytest.importorskip("brax")
+    import json
+
+    from pgrun.evaluate import evaluate
+
+    cfg = compose_config("algo=ppo", "env=brax/hopper", "num_envs=4", "algo.num_steps=16", "algo.num_minibatches=2",
+                         "algo.update_epochs=1", "total_timesteps=128", "log_interval=1", "eval.episodes=2",
+                         "quiet=true")
+    from omegaconf import OmegaConf
+
+    (tmp_path / ".hydra").mkdir()
+    OmegaConf.save(cfg, tmp_path / ".hydra" / "config.yaml")  # as the command line's Hydra writes it
+    summary = run_training(cfg, tmp_path)
+    assert summary["backend"] == "brax" and summary["env_steps"] == 128
+    assert all(np.isfinite(r) for r in summary["eval_returns_per_seed"])
+    report = evaluate(tmp_path, episodes=2)
+    assert report["backend"] == "brax" and json.loads((tmp_path / "eval.json").read_text())["backend"] == "brax"
+
+
+def test_brax_not_installed_says_what_to_install(monkeypatch):
+    from pgrun.envs import brax_backend
+
+    monkeypatch.setattr(brax_backend, "brax_installed", lambda: False)
+    with pytest.raises(ConfigError, match=r"pip install 'pgrun\[brax\]'"):
+        validate(compose_config("env=brax/hopper"))
+
+
+def test_an_unknown_brax_task_is_bad_input(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_cli("env=brax/hoper", f"hydra.run.dir={run_dir}", cwd=tmp_path, timeout=300)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "unknown environment 'brax/hoper'" in lines[0], result.stderr
+    assert not run_dir.exists()

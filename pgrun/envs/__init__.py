@@ -181,11 +181,16 @@ def _envpool() -> Backend:
     """envpool's MuJoCo ids. Registered whether or not envpool is installed, so that asking for it
     without it says what to install (checked when the run is validated, before any folder exists);
     envpool itself is imported only to build environments, as importing it takes seconds."""
-    from pgrun.envs.envpool_bridge import ENVPOOL_IDS, INSTALL_HINT, envpool_installed
+
+    def bridge() -> Any:
+        from pgrun.envs import envpool_bridge  # imports Gymnasium: only when an envpool id is asked for
+
+        return envpool_bridge
 
     def require() -> None:
-        if not envpool_installed():
-            raise ConfigError(f"env.backend=envpool needs the envpool package: {INSTALL_HINT}")
+        envpool_bridge = bridge()
+        if not envpool_bridge.envpool_installed():
+            raise ConfigError(f"env.backend=envpool needs the envpool package: {envpool_bridge.INSTALL_HINT}")
 
     def time_limit(env_id: str) -> int | None:
         import gymnasium
@@ -205,10 +210,37 @@ def _envpool() -> Backend:
         finally:
             envs.close()
 
-    return Backend("envpool", False, lambda: list(ENVPOOL_IDS), make, spaces, time_limit)
+    return Backend("envpool", False, lambda: list(bridge().ENVPOOL_IDS), make, spaces, time_limit)
+
+
+def _brax() -> Backend:
+    """Brax's tasks as ``brax/<task>``, inside the compiled loop. Registered whether or not Brax is
+    installed, so that asking for one without it says what to install; imported only to build one."""
+
+    def module() -> Any:
+        from pgrun.envs import brax_backend  # imports JAX: only when a Brax id is asked for
+
+        return brax_backend
+
+    def time_limit(env_id: str) -> int | None:
+        brax_backend = module()
+        if not brax_backend.brax_installed():
+            raise ConfigError(f"{env_id} needs Brax: {brax_backend.INSTALL_HINT}")
+        return brax_backend.EPISODE_STEPS
+
+    def make(env_id: str, host_envs: int) -> Any:
+        time_limit(env_id)
+        return module().BraxEnv(env_id)
+
+    def spaces(env_id: str) -> tuple[Any, Any]:
+        env = make(env_id, 1)
+        return env.observation_space, env.action_space
+
+    return Backend("brax", True, lambda: list(module().BRAX_IDS), make, spaces, time_limit)
 
 
 register_backend(_jax_ports())
 register_backend(_gymnasium())
 register_backend(_gymnasium("gymnasium_async", "async"))
 register_backend(_envpool())
+register_backend(_brax())
