@@ -44,9 +44,12 @@ auxiliary phase (the largest part of the work) would then be paid on every
 iteration instead of one in ``n_pi``. :func:`same_for_all_members` declares the
 iteration count shared -- under vmap it takes the first member's -- so the
 predicate stays unbatched and the cond stays a branch; the phase costs what it
-costs, once per ``n_pi`` iterations, for one member or many. (Amortising the phase
-over the ``n_pi`` iterations would have avoided the branch, but it is not the
-paper's algorithm: pi_old and the data would drift during the phase.)
+costs, once per ``n_pi`` iterations, for one member or many. Measured on a 2-core
+CPU with the CartPole defaults (rollout included), per iteration: 9 ms for one
+member, 98 ms for 8 members with the branch, 937 ms for 8 members with the
+select; without an auxiliary phase (``aux_epochs=0``) 6 and 43 ms. (Amortising
+the phase over the ``n_pi`` iterations would also have avoided the select, but
+it is not the paper's algorithm: pi_old and the data would drift during the phase.)
 
 Metrics: PPO's ``losses/...`` from the policy and value phases; ``ppg/aux_phase``
 (1 on iterations that ran the auxiliary phase); ``ppg/aux_value_loss`` (L_aux),
@@ -322,5 +325,4 @@ def make_ppg(cfg: Any, policy: Policy, num_iterations: int, context: AlgoContext
 ALGORITHM = AlgorithmSpec(
     name="ppg", config=PPGConfig, build=make_ppg, validate=validate_ppg,
     paper="Cobbe, Hilton, Klimov and Schulman, 2020",
-    summary="phasic policy gradient: PPO's policy and value phases, then value distillation into the policy "
-            "network under a cloning KL")
+    summary="phasic policy gradient: PPO's phases, then value distillation into the actor under a cloning KL")
