@@ -15,7 +15,7 @@ import jax
 from pgrun.parallel import effective_threads
 
 PACKAGES = ("pgrun", "jax", "jaxlib", "flax", "optax", "gymnasium", "hydra-core", "omegaconf", "numpy",
-            "tensorboardX", "mujoco")
+            "tensorboardX", "mujoco", "envpool", "brax", "mujoco-mjx")
 
 
 def package_versions() -> dict[str, str | None]:
@@ -45,11 +45,13 @@ def git_commit(source: Path | None = None) -> dict[str, Any] | None:
     return {"commit": commit, "dirty": dirty}
 
 
-def collect(devices_used: dict[str, Any] | None = None) -> dict[str, Any]:
+def collect(devices_used: dict[str, Any] | None = None, env_backend: str | None = None) -> dict[str, Any]:
     """Everything provenance.json records: versions, platform, git commit and the command line,
-    and ``devices_used``: the devices the run trained on and each one's share of the members."""
+    ``devices_used`` (the devices the run trained on and each one's share of the members) and
+    ``env_backend`` (what simulated the environment: jax, gymnasium, envpool, ...)."""
     return {
         "command": sys.argv,
+        "env_backend": env_backend,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "machine": platform.machine(),

@@ -192,7 +192,7 @@ def run_training(cfg: Any, run_dir: Path, resume: bool = False) -> dict[str, Any
     folder = RunFolder(Path(run_dir))
     announce(setup, folder)
     folder.path.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(folder.provenance_path(resume), provenance.collect(setup.placement.describe()))
+    write_json_atomic(folder.provenance_path(resume), provenance.collect(setup.placement.describe(), setup.backend))
     if setup.points != [{}]:
         write_point_configs(cfg, folder, setup)
     session = start_session(setup, folder, resume)

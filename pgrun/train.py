@@ -364,7 +364,8 @@ class HostEvaluation:
 
     def __init__(self, setup: Setup):
         self.setup, self.episodes = setup, setup.cfg.eval.episodes
-        self.envs = GymVectorEnv(setup.cfg.env.id, len(setup.members) * self.episodes)
+        # the run's own host backend (Gymnasium, envpool, ...): the same simulator as training
+        self.envs = make_env(setup.cfg.env.id, setup.backend, len(setup.members) * self.episodes)[0]
         acting = make_acting(setup.policy, setup.normalize, setup.cfg.eval.deterministic)
 
         def act(params, obs_stats, obs, key):
@@ -414,7 +415,7 @@ class GymLoop:
 
     def __init__(self, setup: Setup):
         self.setup = setup
-        self.envs: GymVectorEnv = setup.env
+        self.envs: GymVectorEnv = setup.env  # or any host backend's vector env (envpool, asynchronous Gymnasium)
         policy, normalize = setup.policy, setup.normalize
 
         def act_and_advance(params, stats, obs, key):

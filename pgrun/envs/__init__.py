@@ -92,8 +92,8 @@ def resolve_backend(env_id: str, backend: str) -> str:
         raise ConfigError(f"env.backend={backend} is not valid: use one of {', '.join([AUTO, *_BACKENDS])}")
     if env_id not in provided_ids(backend):
         others = [name for name in _BACKENDS if env_id in provided_ids(name)]
-        in_jit = sorted(i for i in provided_ids(backend))
-        listing = f" (it provides: {', '.join(in_jit)})" if _BACKENDS[backend].in_jit else ""
+        provided = sorted(provided_ids(backend))
+        listing = f" (it provides: {', '.join(provided)})" if len(provided) <= 40 else ""
         raise ConfigError(f"{env_id} has no {'JAX port' if backend == 'jax' else backend + ' environment'}"
                           f"{listing}: use env.backend={others[0]} or env.backend=auto")
     return backend
