@@ -131,3 +131,12 @@ def test_only_the_front_ends_parse_arguments_or_exit(name):
     source = MODULES[name].read_text()
     assert "argparse" not in source and "sys.exit(" not in source, name
     assert not reachable(name) & {n for n in MODULES if n.startswith("pgrun.commands")}, name
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_every_public_function_and_class_says_what_it_is_for(name):
+    tree = ast.parse(MODULES[name].read_text())
+    assert ast.get_docstring(tree), f"{name} has no module docstring"
+    missing = [node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))
+               and not node.name.startswith("_") and ast.get_docstring(node) is None]
+    assert not missing, (name, missing)

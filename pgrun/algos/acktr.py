@@ -82,6 +82,7 @@ class ACKTRConfig(AlgoConfig):
 
 
 def validate_acktr(algo: Any, context: AlgoContext) -> None:
+    """A known step Fisher, a positive trust region and damping, and a critic fit that splits the batch."""
     batch = context.batch_size(algo)
     require(algo.step_fisher in STEP_FISHERS,
             f"algo.step_fisher={algo.step_fisher} is not valid: use one of {', '.join(STEP_FISHERS)}")

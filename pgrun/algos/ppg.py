@@ -96,6 +96,7 @@ class PPGConfig(AlgoConfig):
 
 
 def validate_ppg(algo: Any, context: AlgoContext) -> None:
+    """Epoch counts, a phase period, and minibatches that split the batch and the auxiliary buffer."""
     batch = context.batch_size(algo)
     require(algo.policy_epochs >= 1, f"algo.policy_epochs={algo.policy_epochs} must be at least 1")
     require(algo.value_epochs >= 1, f"algo.value_epochs={algo.value_epochs} must be at least 1")
@@ -131,6 +132,7 @@ def init_aux_head(width: int) -> dict[str, jax.Array]:
 
 
 def aux_value(head: dict[str, jax.Array], features: jax.Array) -> jax.Array:
+    """V_aux(s) = w^T h(s) + b: the auxiliary value head on the actor's last hidden features."""
     return (features @ head["kernel"] + head["bias"])[..., 0]
 
 

@@ -39,6 +39,8 @@ def brax_installed() -> bool:
 
 @flax.struct.dataclass
 class BraxState:
+    """Brax's state of one environment, and the step count the time limit needs."""
+
     inner: Any  # Brax's own State: physics, observation, reward, done
     time: jax.Array  # steps into the episode, for the time limit
 
