@@ -50,9 +50,8 @@ from jax.flatten_util import ravel_pytree
 from omegaconf import MISSING
 
 from pgrun import kfac
-from pgrun.algos.common import (Algorithm, Batch, TrainState, actor_critic_loss, explained_variance, flatten_time,
-                                gae_targets, learning_rate_of, make_optimizer, minibatch_epochs, optimizer_step,
-                                standardize)
+from pgrun.algos.common import (Algorithm, Batch, TrainState, actor_critic_loss, explained_variance, fit_critic,
+                                flatten_time, gae_targets, learning_rate_of, make_optimizer, standardize)
 from pgrun.distributions import Categorical, DiagGaussian
 from pgrun.errors import require
 from pgrun.natural import fisher_vector_product
@@ -224,20 +223,6 @@ def make_acktr(cfg: Any, policy: Policy, num_iterations: int, context: AlgoConte
         })
         return new_actor, {"factors": factors, "updates": updates}, metrics
 
-    def critic_step(hp):
-        def step(carry, minibatch):
-            critic_params, opt_state = carry
-            obs, targets = minibatch
-
-            def value_loss(p):
-                return 0.5 * jnp.mean((policy.value(p, obs) - targets) ** 2)
-
-            loss, grads = jax.value_and_grad(value_loss)(critic_params)
-            carry = optimizer_step(critic_optimizer, grads, opt_state, critic_params, hp, decay_steps)
-            return carry, {"losses/value_loss": loss}
-
-        return step
-
     def update(state: TrainState, batch: Batch, key: jax.Array):
         params, hp = state.params, state.hparams
         values, advantages, targets = gae_targets(policy, params["critic"], batch, hp["gamma"], hp["gae_lambda"])
@@ -247,9 +232,9 @@ def make_acktr(cfg: Any, policy: Policy, num_iterations: int, context: AlgoConte
         fisher_key, critic_key = jax.random.split(key)
         actor, algo_state, metrics = policy_step(hp, state.algo_state, params["actor"], obs, actions, advantages,
                                                  fisher_key)
-        (critic, opt_state), critic_metrics = minibatch_epochs(
-            critic_step(hp), (params["critic"], state.opt_state), (obs, targets), critic_key, cfg.vf_iters,
-            cfg.vf_minibatches)
+        (critic, opt_state), critic_metrics = fit_critic(
+            policy, critic_optimizer, params["critic"], state.opt_state, obs, targets, critic_key, hp, cfg.vf_iters,
+            cfg.vf_minibatches, decay_steps)
         metrics.update(critic_metrics)
         metrics["losses/explained_variance"] = explained_variance(values, targets.reshape(values.shape))
         metrics["charts/learning_rate"] = learning_rate_of(opt_state)

@@ -20,9 +20,8 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 from omegaconf import MISSING
 
-from pgrun.algos.common import (Algorithm, Batch, TrainState, explained_variance, flatten_time, gae_targets,
-                                learning_rate_of, make_optimizer, minibatch_epochs, optimizer_step, squared_error,
-                                standardize)
+from pgrun.algos.common import (Algorithm, Batch, TrainState, explained_variance, fit_critic, flatten_time,
+                                gae_targets, learning_rate_of, make_optimizer, standardize)
 from pgrun.natural import backtracking_line_search, fisher_vector_product, natural_step
 from pgrun.errors import require
 from pgrun.policies import Policy
@@ -109,26 +108,15 @@ def make_natural_policy_gradient(cfg: Any, policy: Policy, num_iterations: int,
     def update(state: TrainState, batch: Batch, key: jax.Array):
         params, hp = state.params, state.hparams
 
-        def critic_step(carry, minibatch):
-            critic_params, opt_state = carry
-            obs, targets = minibatch
-
-            def value_loss(p):
-                return squared_error(policy.value(p, obs), targets)
-
-            loss, grads = jax.value_and_grad(value_loss)(critic_params)
-            carry = optimizer_step(critic_optimizer, grads, opt_state, critic_params, hp, decay_steps)
-            return carry, {"losses/value_loss": loss}
-
         values, advantages, targets = gae_targets(policy, params["critic"], batch, hp["gamma"], hp["gae_lambda"])
         if cfg.norm_adv:
             advantages = standardize(advantages)
         obs, actions, log_probs, advantages_flat, targets_flat = flatten_time(
             (batch.obs, batch.actions, batch.log_probs, advantages, targets))
         actor, metrics = policy_step(hp, params["actor"], obs, actions, log_probs, advantages_flat)
-        (critic, opt_state), critic_metrics = minibatch_epochs(
-            critic_step, (params["critic"], state.opt_state), (obs, targets_flat), key, cfg.vf_iters,
-            cfg.vf_minibatches)
+        (critic, opt_state), critic_metrics = fit_critic(
+            policy, critic_optimizer, params["critic"], state.opt_state, obs, targets_flat, key, hp, cfg.vf_iters,
+            cfg.vf_minibatches, decay_steps)
         metrics.update(critic_metrics)
         metrics["losses/explained_variance"] = explained_variance(values, targets)
         metrics["charts/learning_rate"] = learning_rate_of(opt_state)
