@@ -22,6 +22,9 @@ from pgrun.train import BlockDone
 
 
 
+RETURN_TAG = "charts/episodic_return"
+
+
 class TensorBoardLogger:
     """Per-member TensorBoard writers: one point per member and block, against environment
     steps. A trainer callback; members the record marks failed get no further points."""
@@ -43,7 +46,7 @@ class TensorBoardLogger:
             count = float(np.sum(metrics["episode_count"][i]))
             writer.add_scalar("charts/episodes", count, env_steps)  # how many episodes the point above averages
             if not math.isnan(record.last_return[i]):
-                writer.add_scalar("charts/episodic_return", record.last_return[i], env_steps)
+                writer.add_scalar(RETURN_TAG, record.last_return[i], env_steps)
                 writer.add_scalar("charts/episodic_length", record.last_length[i], env_steps)
             writer.add_scalar("charts/sps", steps_in_block / max(seconds, 1e-9), env_steps)
             for tag, values in metrics.items():
@@ -67,8 +70,11 @@ class TensorBoardLogger:
                                                              strict=True)):
             if math.isnan(final) or not record.active(i):  # nothing to compare
                 continue
-            values = {**values, "seed": seed}
-            metric = {"hparams/final_return": final}
+            # the run's identity first, then the rest: the dashboard lists columns in this order
+            values = {"algo.name": values.get("algo.name"), "env.id": values.get("env.id"), "seed": seed, **values}
+            # The dashboard's metric is the last point of the run's own return curve, so no
+            # extra chart is needed for it.
+            metric = {RETURN_TAG: final}
             # TensorBoard takes the dashboard's columns from the first experiment summary
             # it reads, so every run declares the same columns -- every key any run can
             # have -- and runs with other keys (PPO beside TRPO) keep theirs.
@@ -76,7 +82,6 @@ class TensorBoardLogger:
             _, session_start, session_end = tensorboardX.summary.hparams(values, metric)
             for summary in (experiment, session_start, session_end):
                 writer.file_writer.add_summary(summary)
-            writer.add_scalar("hparams/final_return", final)
 
     def flush(self) -> None:
         for writer in self.writers:
@@ -96,11 +101,12 @@ def hparam_columns() -> dict[str, bool | float | str]:
     from pgrun.config import EnvConfig
 
     placeholder = {"float": 0.0, "int": 0, "bool": False}
-    columns: dict[str, bool | float | str] = {}
+    # the run's identity first (the dashboard keeps this order), then every other key
+    columns: dict[str, bool | float | str] = {"algo.name": "", "env.id": "", "seed": 0}
     for prefix, schema in [("algo", spec.config) for spec in registry().values()] + [("env", EnvConfig)]:
         for f in fields(schema):
             columns[f"{prefix}.{f.name}"] = placeholder.get(getattr(f.type, "__name__", str(f.type)), "")
-    columns.update(total_timesteps=0, num_envs=0, seed=0)
+    columns.update(total_timesteps=0, num_envs=0)
     return columns
 
 

@@ -121,7 +121,12 @@ def test_multirun_gives_every_job_its_own_run_dir_and_hparams(tmp_path):
         start = plugin_data_pb2.HParamsPluginData.FromString(
             events.PluginTagToContent("hparams")["_hparams_/session_start_info"]).session_start_info
         assert start.hparams["algo.name"].string_value == algo and start.hparams["seed"].number_value == seed
-        assert events.Scalars("hparams/final_return")[-1].value == pytest.approx(done["final_return_mean"])
+        experiment = plugin_data_pb2.HParamsPluginData.FromString(
+            events.PluginTagToContent("hparams")["_hparams_/experiment"]).experiment
+        assert [m.name.tag for m in experiment.metric_infos] == ["charts/episodic_return"]
+        assert [h.name for h in experiment.hparam_infos][:3] == ["algo.name", "env.id", "seed"]
+        assert events.Scalars("charts/episodic_return")[-1].value == pytest.approx(done["final_return_mean"])
+        assert not [tag for tag in events.Tags()["scalars"] if tag.startswith("hparams/")]  # no stray chart
     ledger = sweeps.read(sweep_dir)
     assert [(o.job, o.status) for o in ledger] == [(i, "completed") for i in range(4)]
 
