@@ -111,20 +111,23 @@ def hparam_columns() -> dict[str, bool | float | str]:
 
 
 class Progress:
-    """Progress output: a live line on a terminal, plain periodic lines otherwise
-    (log files, CI, multirun), nothing when quiet."""
+    """Progress output: a live line on a terminal, plain lines otherwise (log files, CI,
+    multirun) every few seconds and at every tenth of the run, nothing when quiet."""
 
     def __init__(self, label: str, total_steps: int, quiet: bool, live: bool | None = None):
         self.label, self.total, self.quiet = label, total_steps, quiet
         self.live = sys.stdout.isatty() if live is None else live
         self.every = 0.25 if self.live else 5.0
         self.last_print = -math.inf
+        self.last_tenth = 0  # plain lines: the tenths of the run already reported
 
     def update(self, steps: int, mean_return: float, sps: float, force: bool = False) -> None:
         now = time.perf_counter()
-        if self.quiet or (not force and now - self.last_print < self.every):
+        tenth = 10 * steps // max(self.total, 1)
+        new_tenth = not self.live and tenth > self.last_tenth
+        if self.quiet or (not force and not new_tenth and now - self.last_print < self.every):
             return
-        self.last_print = now
+        self.last_print, self.last_tenth = now, max(self.last_tenth, tenth)
         eta = (self.total - steps) / sps if sps > 0 else math.inf
         ret = "n/a" if math.isnan(mean_return) else f"{mean_return:.1f}"
         line = (f"[{self.label}] {steps:>10,d}/{self.total:,d} steps ({100 * steps / self.total:5.1f}%)"

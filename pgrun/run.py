@@ -115,6 +115,9 @@ class Session:
 def start_session(setup: Setup, folder: RunFolder, resume: bool) -> Session:
     """Compile and initialise the loop; on resume, continue from the latest checkpoint."""
     loop = make_loop(setup)
+    if not setup.cfg.quiet:
+        print(f"[{setup.cfg.algo.name} {setup.cfg.env.id}] compiling the training program (once per run; "
+              f"later runs of the same shapes reuse the compile cache)...", flush=True)
     started = time.perf_counter()
     runner = loop.start()
     compile_seconds = time.perf_counter() - started
