@@ -14,6 +14,7 @@ import jax
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import compose_config
 from pgrun import checkpoint
@@ -28,6 +29,8 @@ from pgrun.types import AlgoConfig
 from test_learning import logged
 
 NAMES = algorithm_names()
+README_TAGS = (Path(__file__).resolve().parents[1] / "README.md").read_text().split(
+    "<!-- algorithm-tags:start -->", 1)[1].split("<!-- algorithm-tags:end -->", 1)[0]
 
 
 def test_the_registry_finds_the_algorithms_and_refuses_unknown_names():
@@ -80,6 +83,12 @@ def test_each_algorithm_trains_checkpoints_and_loads(tmp_path, name):
         assert losses, f"{name} logged neither losses/entropy nor charts/learning_rate"
         assert all(math.isfinite(v) for _, v in logged(tmp_path / seed_dir, losses[0]))
     assert json.loads((tmp_path / "summary.json").read_text())["algo"] == name
+    events = EventAccumulator(str(tmp_path / "seed_0"))
+    events.Reload()
+    own = sorted(tag for tag in events.Tags()["scalars"] if not tag.startswith(("charts/", "eval/")))
+    documented = README_TAGS.split(f"| `{name}` | ", 1)[1].split(" |", 1)[0]
+    assert documented == ", ".join(f"`{tag}`" for tag in own), (
+        "README's tag table is stale: python scripts/write_algorithm_table.py --write")
     trained = load_trained(RunFolder(tmp_path))
     params, _ = trained.member(1)
     saved = checkpoint.read(RunFolder(tmp_path).checkpoint("final"))["state"]["train"]["params"]
