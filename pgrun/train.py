@@ -32,12 +32,13 @@ import numpy as np
 
 from pgrun.algos import make_algorithm
 from pgrun.types import AlgoContext, Algorithm, Batch, TrainState
+from pgrun.capacity import check_capacity
 from pgrun.checkpoint import restore_into
 from pgrun.devices import Placement, place_members
 from pgrun.errors import TrainingError
 from pgrun.record import RunRecord
 from pgrun.config import algo_hparams, iterations, point_name, sweep_points
-from pgrun.envs import backends, episode_time_limit, make_env, resolve_backend
+from pgrun.envs import backends, env_spaces, episode_time_limit, make_env, resolve_backend
 from pgrun.envs.gym_bridge import GymVectorEnv
 from pgrun.envs.wrappers import EpisodeStats, accumulate_episodes
 from pgrun.episodes import MAX_EPISODE_STEPS, make_acting, make_jax_episode
@@ -138,6 +139,9 @@ def build(cfg: Any) -> Setup:
     points, members = members_of(cfg)
     in_jit = backends()[resolve_backend(cfg.env.id, cfg.env.backend)].in_jit
     placement = place_members(cfg.get("devices", "all"), len(members), in_jit, f"{cfg.env.id} ({cfg.env.backend})")
+    observation_space, action_space = env_spaces(cfg.env.id, cfg.env.backend)
+    check_capacity(len(members), cfg.num_envs, cfg.algo.num_steps, int(np.prod(observation_space.shape)),
+                   int(np.prod(getattr(action_space, "shape", ()) or (1,))))
     env, backend = make_env(cfg.env.id, cfg.env.backend, cfg.num_envs * len(members))
     hidden, activation = cfg.algo.hidden_sizes, cfg.algo.activation
     policy = make_policy(env.observation_space, env.action_space, hidden, activation, cfg.algo.bounded_mean)
