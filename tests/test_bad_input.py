@@ -41,6 +41,7 @@ CASES = [
     (["algo=trpo", "algo.backtrack_coef=1.5"], "algo.backtrack_coef=1.5 must lie in (0, 1)"),
     (["algo=npg", "algo.vf_minibatches=7"], "algo.vf_minibatches=7 must divide"),
     (["log_interval=0"], "log_interval=0 must be at least 1"),
+    (["num_envs=100000000"], "more entries than the program can index"),
     (["hydra.run.dir=/proc/pgrun-cannot-exist/run"], "cannot write"),
 ]
 
