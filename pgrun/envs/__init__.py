@@ -135,6 +135,10 @@ def _jax_ports() -> Backend:
     return Backend("jax", True, lambda: list(ports()), make, spaces, lambda env_id: ports()[env_id].max_episode_steps)
 
 
+def _unsupported_spaces(env_id: str, err: Exception) -> ConfigError:
+    return ConfigError(f"{env_id}: {err}: pick an environment whose spaces are Box or Discrete")
+
+
 def _gymnasium_extra_hint(env_id: str, err: Exception) -> ConfigError:
     return ConfigError(f"{env_id} needs an extra dependency ({first_line(err)}): "
                        f"install it, e.g. pip install 'pgrun[mujoco]' or 'pgrun[box2d]'")
@@ -151,14 +155,14 @@ def _gymnasium(name: str = "gymnasium", vectorization_mode: str = "sync") -> Bac
         try:
             return GymVectorEnv(env_id, host_envs, vectorization_mode)
         except UnsupportedSpaceError as err:
-            raise ConfigError(f"{env_id}: {err}: pick an environment whose spaces are Box or Discrete") from None
+            raise _unsupported_spaces(env_id, err) from None
         except gymnasium.error.DependencyNotInstalled as err:
             raise _gymnasium_extra_hint(env_id, err) from None
 
     def spaces(env_id: str) -> tuple[Any, Any]:
         import gymnasium
 
-        from pgrun.envs.gym_bridge import action_space_of, observation_space_of
+        from pgrun.envs.gym_bridge import UnsupportedSpaceError, action_space_of, observation_space_of
 
         try:
             env = gymnasium.make(env_id)
@@ -166,6 +170,8 @@ def _gymnasium(name: str = "gymnasium", vectorization_mode: str = "sync") -> Bac
             raise _gymnasium_extra_hint(env_id, err) from None
         try:
             return observation_space_of(env.observation_space), action_space_of(env.action_space)
+        except UnsupportedSpaceError as err:
+            raise _unsupported_spaces(env_id, err) from None
         finally:
             env.close()
 
