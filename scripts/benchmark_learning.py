@@ -225,7 +225,9 @@ def table(selected: list[Row], results: dict[tuple[str, str], dict], command: st
         "| bar | verdict | wall s | command |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    lines += [table_row(row, results[(row.env, row.algo)]) for row in selected if (row.env, row.algo) in results]
+    lines += [table_row(row, results[(row.env, row.algo)]) if (row.env, row.algo) in results else
+              f"| {row.env} | {row.algo} | not run yet | | | | | | {published(row.algo, row.env)} | "
+              f"{row.bar.describe(row.seeds)} | | | |" for row in selected]
     lines += ["", "Published column: mean ± std (source, that source's training steps per run); the sources' budgets "
               "and evaluation differ from this table's, so read it as the usual range, not a matched comparison."]
     lines += [f"- `{key}`: {text}; <{url}>" for key, (text, url) in SOURCES.items()]
@@ -257,6 +259,8 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS, help="JSON lines, one finished row each")
     parser.add_argument("--resume", action="store_true", help="skip rows already in --results")
     parser.add_argument("--write", action="store_true", help="replace the learning section of docs/benchmarks.md")
+    parser.add_argument("--table-only", action="store_true",
+                        help="train nothing: the table from --results, rows without a result listed as not run")
     args = parser.parse_args()
     selected = [r for r in rows() if r.algo in args.algos and (args.envs is None or r.env in args.envs)]
     if args.seeds is not None:
@@ -266,8 +270,10 @@ def main() -> None:
     done = {}
     for row in selected:
         row_key = key(row.env, row.algo, list(range(args.first_seed, args.first_seed + row.seeds)))
-        if args.resume and row_key in results:
+        if (args.resume or args.table_only) and row_key in results:
             done[(row.env, row.algo)] = results[row_key]
+            continue
+        if args.table_only:
             continue
         result = run_row(row, args.first_seed)
         done[(row.env, row.algo)] = result
