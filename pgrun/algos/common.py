@@ -106,6 +106,33 @@ def minibatch_epochs(step: Callable[[Any, Any], tuple[Any, dict]], carry: Any, d
     return carry, jax.tree.map(jnp.mean, metrics)
 
 
+def surrogate_epochs(policy: Policy, optimizer: optax.GradientTransformation, grad_fn: Callable,
+                     state: TrainState, batch: Batch, key: jax.Array, coefficient: jax.Array, epochs: int,
+                     num_minibatches: int, decay_steps: int | None) -> tuple[tuple[Any, Any], dict, Any]:
+    """The multi-epoch surrogate methods' update (PPO, MDPO): GAE targets and the behaviour
+    distribution frozen at the rollout's parameters, then ``epochs`` passes of shuffled minibatch
+    steps of ``grad_fn(params, hparams, coefficient, minibatch)``, a minibatch being
+    ``(obs, actions, old log-probs, old distribution, old values, advantages, value targets)``.
+
+    Returns ``((params, optimiser state), metrics, old distribution)``: the last epoch's mean
+    metrics plus ``losses/explained_variance`` and ``charts/learning_rate``."""
+    params, hp = state.params, state.hparams
+    values, advantages, targets = gae_targets(policy, params["critic"], batch, hp["gamma"], hp["gae_lambda"])
+    old_dist = jax.lax.stop_gradient(policy.dist(params["actor"], batch.obs))
+    data = flatten_time((batch.obs, batch.actions, batch.log_probs, old_dist, values, advantages, targets))
+
+    def minibatch_step(carry, minibatch):
+        params, opt_state = carry
+        grads, metrics = grad_fn(params, hp, coefficient, minibatch)
+        return optimizer_step(optimizer, grads, opt_state, params, hp, decay_steps), metrics
+
+    (params, opt_state), metrics = minibatch_epochs(minibatch_step, (params, state.opt_state), data, key, epochs,
+                                                    num_minibatches, last_epoch_metrics=True)
+    metrics["losses/explained_variance"] = explained_variance(values, targets)
+    metrics["charts/learning_rate"] = learning_rate_of(opt_state)
+    return (params, opt_state), metrics, old_dist
+
+
 def fit_critic(policy: Policy, optimizer: optax.GradientTransformation, critic_params: Any, opt_state: Any,
                obs: jax.Array, targets: jax.Array, key: jax.Array, hparams: dict[str, jax.Array], epochs: int,
                num_minibatches: int, decay_steps: int | None) -> tuple[tuple[Any, Any], dict]:

@@ -42,8 +42,7 @@ import jax
 import jax.numpy as jnp
 from omegaconf import MISSING
 
-from pgrun.algos.common import (Algorithm, Batch, TrainState, explained_variance, flatten_time, gae_targets,
-                                learning_rate_of, make_optimizer, minibatch_epochs, optimizer_step, standardize)
+from pgrun.algos.common import Algorithm, Batch, TrainState, make_optimizer, standardize, surrogate_epochs
 from pgrun.algos.ppo import check_minibatches, clipped_value_loss, effective_sample_size, squared_error
 from pgrun.errors import require
 from pgrun.policies import Policy
@@ -133,24 +132,11 @@ def make_mdpo(cfg: Any, policy: Policy, num_iterations: int, context: AlgoContex
     grad_fn = jax.grad(make_mdpo_loss(policy, cfg), has_aux=True)
 
     def update(state: TrainState, batch: Batch, key: jax.Array):
-        params, hp = state.params, state.hparams
-        beta = kl_coefficient(cfg.beta_schedule, hp["beta_scale"], state.iteration, num_iterations)
-        values, advantages, targets = gae_targets(policy, params["critic"], batch, hp["gamma"], hp["gae_lambda"])
-        old_dist = jax.lax.stop_gradient(policy.dist(params["actor"], batch.obs))
-        data = flatten_time((batch.obs, batch.actions, batch.log_probs, old_dist, values, advantages, targets))
-
-        def minibatch_step(carry, minibatch):
-            params, opt_state = carry
-            grads, metrics = grad_fn(params, hp, beta, minibatch)
-            return optimizer_step(optimizer, grads, opt_state, params, hp, decay_steps), metrics
-
-        (params, opt_state), metrics = minibatch_epochs(
-            minibatch_step, (params, state.opt_state), data, key, cfg.update_epochs, cfg.num_minibatches,
-            last_epoch_metrics=True)
+        beta = kl_coefficient(cfg.beta_schedule, state.hparams["beta_scale"], state.iteration, num_iterations)
+        (params, opt_state), metrics, old_dist = surrogate_epochs(
+            policy, optimizer, grad_fn, state, batch, key, beta, cfg.update_epochs, cfg.num_minibatches, decay_steps)
         metrics["mdpo/beta"] = beta
         metrics["mdpo/kl_new_old"] = policy.dist(params["actor"], batch.obs).kl(old_dist).mean()
-        metrics["losses/explained_variance"] = explained_variance(values, targets)
-        metrics["charts/learning_rate"] = learning_rate_of(opt_state)
         return state.replace(params=params, opt_state=opt_state), metrics
 
     return Algorithm(optimizer.init, update)

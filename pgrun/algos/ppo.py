@@ -27,9 +27,8 @@ import jax
 import jax.numpy as jnp
 from omegaconf import MISSING
 
-from pgrun.algos.common import (Algorithm, Batch, TrainState, explained_variance, flatten_time, gae_targets,
-                                learning_rate_of, make_optimizer, minibatch_epochs, optimizer_step, squared_error,
-                                standardize)
+from pgrun.algos.common import (Algorithm, Batch, TrainState, make_optimizer, squared_error, standardize,
+                                surrogate_epochs)
 from pgrun.errors import require
 from pgrun.policies import Policy
 from pgrun.types import AlgoConfig, AlgoContext, AlgorithmSpec
@@ -147,22 +146,10 @@ def make_ppo(cfg: Any, policy: Policy, num_iterations: int, context: AlgoContext
     grad_fn = jax.grad(loss_fn, has_aux=True)
 
     def update(state: TrainState, batch: Batch, key: jax.Array):
-        params, hp = state.params, state.hparams
+        hp = state.hparams
         beta = state.algo_state.get("kl_beta", jnp.asarray(0.0, jnp.float32))
-        values, advantages, targets = gae_targets(policy, params["critic"], batch, hp["gamma"], hp["gae_lambda"])
-        old_dist = jax.lax.stop_gradient(policy.dist(params["actor"], batch.obs))
-        data = flatten_time((batch.obs, batch.actions, batch.log_probs, old_dist, values, advantages, targets))
-
-        def minibatch_step(carry, minibatch):
-            params, opt_state = carry
-            grads, metrics = grad_fn(params, hp, beta, minibatch)
-            return optimizer_step(optimizer, grads, opt_state, params, hp, decay_steps), metrics
-
-        (params, opt_state), metrics = minibatch_epochs(
-            minibatch_step, (params, state.opt_state), data, key, cfg.update_epochs, cfg.num_minibatches,
-            last_epoch_metrics=True)
-        metrics["losses/explained_variance"] = explained_variance(values, targets)
-        metrics["charts/learning_rate"] = learning_rate_of(opt_state)
+        (params, opt_state), metrics, old_dist = surrogate_epochs(
+            policy, optimizer, grad_fn, state, batch, key, beta, cfg.update_epochs, cfg.num_minibatches, decay_steps)
         algo_state = state.algo_state
         if penalised:
             metrics["losses/kl_beta"] = beta
