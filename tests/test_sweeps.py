@@ -160,8 +160,8 @@ def test_a_diverging_job_does_not_hide_the_others(tmp_path):
 def test_a_sweep_refused_before_it_starts_leaves_nothing(tmp_path):
     result, sweep_dir = sweep(tmp_path, "algo.lr=abc,1e-3")
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == ["pgrun: error: bad value in algo.lr=abc: Value 'abc' of type "
-                                                  "'str' could not be converted to Float"]
+    assert result.stderr.strip().splitlines() == ["pgrun: error: algo.lr=abc: algo.lr takes a number, e.g. "
+                                                  "algo.lr=3e-4"]
     assert not sweep_dir.exists()
 
 
