@@ -60,9 +60,18 @@ EVAL_RETURNS, EVAL_LENGTHS, EVAL_DONE = "eval_returns", "eval_lengths", "eval_do
 
 
 def compile_run_once(jitted: Callable, *args: Any) -> Callable:
-    """Compile a program that is called once, for the least compile time."""
-    options = CPU_RUN_ONCE_OPTIONS if jax.default_backend() == "cpu" else None
-    return jitted.lower(*args).compile(options)
+    """Compile a program that is called once, for the least compile time. An XLA that does not
+    know one of the options (older jaxlib releases lack the fusion-emitter flag) compiles it
+    with XLA's defaults instead."""
+    lowered = jitted.lower(*args)
+    if jax.default_backend() != "cpu":
+        return lowered.compile()
+    try:
+        return lowered.compile(CPU_RUN_ONCE_OPTIONS)
+    except Exception as err:  # noqa: BLE001 - XlaRuntimeError's module moved between jaxlib releases
+        if "No such compile option" not in str(err):
+            raise
+        return lowered.compile()
 
 
 @dataclass(frozen=True)
