@@ -4,7 +4,7 @@
 # hold (as gymnasium 1.0 did for the bridge's AutoresetMode) fails here rather than for a user.
 #
 #   bash scripts/check_oldest_dependencies.sh [VENV_DIR]   # default: a temporary directory
-#   JAX_VERSION=0.6.0 bash scripts/check_oldest_dependencies.sh   # another jax/jaxlib than the floor
+#   JAX_VERSION=0.7.0 bash scripts/check_oldest_dependencies.sh   # another jax/jaxlib than the floor
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${1:-$(mktemp -d)/venv}"
@@ -14,8 +14,8 @@ python -m venv "$venv"
 pip install -q --upgrade pip
 # Each core dependency at the lower bound pyproject.toml states (jaxlib with jax).
 cat > "$venv/oldest.txt" <<PINS
-jax==${JAX_VERSION:-0.4.30}
-jaxlib==${JAX_VERSION:-0.4.30}
+jax==${JAX_VERSION:-0.6.0}
+jaxlib==${JAX_VERSION:-0.6.0}
 flax==0.10.0
 optax==0.2.3
 gymnasium==1.1.0
