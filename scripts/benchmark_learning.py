@@ -37,6 +37,7 @@ import jax
 import numpy as np
 
 from docs_section import write_block
+from results import interval, row_result
 from pgrun.algos import algorithm_names
 from pgrun.stats import summarize
 
@@ -177,15 +178,7 @@ def run_row(row: Row, first_seed: int) -> dict:
         cfg = compose("config", overrides=args + ["quiet=true"])
     with tempfile.TemporaryDirectory() as run_dir:
         summary = run_training(cfg, Path(run_dir))
-    return {"env": row.env, "algo": row.algo, "command": "pgrun " + " ".join(args), "seeds": summary["seeds"],
-            "returns": summary["returns_per_seed"], "eval_returns": summary.get("eval_returns_per_seed"),
-            "env_steps": summary["env_steps"], "wall_seconds": summary["wall_seconds"],
-            "date": datetime.date.today().isoformat()}
-
-
-def interval(stats: dict, key: str) -> str:
-    ci = stats[f"{key}_ci"]
-    return f"{stats[key]:.1f}" + ("" if ci is None else f" [{ci[0]:.1f}, {ci[1]:.1f}]")
+    return row_result(row.env, row.algo, args, summary)
 
 
 def table_row(row: Row, result: dict) -> str:

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from docs_section import add_output_options, publish
+from results import interval, row_result
 from pgrun.stats import summarize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,15 +89,7 @@ def run_row(row: Row, steps: int, seeds: int, first_seed: int, backend: str) -> 
         command = [str(pgrun), *args, f"hydra.run.dir={run_dir}"]
         subprocess.run(command, check=True, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         summary = json.loads((Path(run_dir) / "summary.json").read_text())
-    return {"env": row.env, "algo": row.algo, "command": "pgrun " + " ".join(args), "seeds": summary["seeds"],
-            "returns": summary["returns_per_seed"], "eval_returns": summary.get("eval_returns_per_seed"),
-            "env_steps": summary["env_steps"], "wall_seconds": summary["wall_seconds"],
-            "date": datetime.date.today().isoformat()}
-
-
-def interval(stats: dict, key: str) -> str:
-    ci = stats[f"{key}_ci"]
-    return f"{stats[key]:.1f}" + ("" if ci is None else f" [{ci[0]:.1f}, {ci[1]:.1f}]")
+    return row_result(row.env, row.algo, args, summary)
 
 
 def table_row(row: Row, result: dict | None) -> str:
