@@ -17,7 +17,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from pgrun.algos import algorithm_names, get_algorithm, registry
+from pgrun.algos import get_algorithm, registry
 from pgrun.devices import requested_devices
 from pgrun.envs import AUTO, backends, check_env_id, episode_time_limit, known_ids
 from pgrun.errors import ConfigError, require as _check
@@ -143,15 +143,6 @@ def algo_schema(name: str | None) -> type | None:
     """The typed config of the algorithm called ``name``; None when there is none."""
     spec = registry().get(name) if name else None
     return spec.config if spec else None
-
-
-def __getattr__(name: str) -> Any:
-    # ALGOS and ALGO_SCHEMAS follow the registry, so they are computed when asked for.
-    if name == "ALGOS":
-        return tuple(algorithm_names())
-    if name == "ALGO_SCHEMAS":
-        return {n: spec.config for n, spec in registry().items()}
-    raise AttributeError(name)
 
 
 _registered = False
