@@ -118,6 +118,18 @@ def test_envpool_truncates_at_the_time_limit_and_reports_the_true_final_observat
     assert first.dtype == np.float32
 
 
+def test_envpool_takes_any_reset_seed_pgrun_draws():
+    """Evaluation resets with 32-bit seeds and training with seed * 1_000_003; envpool itself
+    accepts only int32 seeds, so the bridge folds them (a run crashed at its first evaluation)."""
+    pytest.importorskip("envpool")
+    envs, _ = make_env("Hopper-v5", "envpool", 2)
+    for seed in (3_580_931_407, 2**32 - 1, 5000 * 1_000_003):
+        first = envs.reset(seed=seed)
+        np.testing.assert_array_equal(envs.reset(seed=seed + 1), envs.reset(seed=seed + 1))
+        assert not np.array_equal(first, envs.reset(seed=seed + 1))
+    envs.close()
+
+
 def test_envpool_resets_hopper_in_the_step_it_falls():
     pytest.importorskip("envpool")
     envs, _ = make_env("Hopper-v5", "envpool", 4)

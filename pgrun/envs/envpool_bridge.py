@@ -61,15 +61,20 @@ class EnvpoolVectorEnv:
 
     def _make(self, seed: int):
         limit = {"max_episode_steps": self.max_episode_steps} if self.max_episode_steps else {}
-        self.seed = seed
-        return self._envpool.make(self.env_id, env_type="gymnasium", num_envs=self.num_envs, seed=seed, **limit)
+        self.seed, self._fresh = seed, True
+        # envpool takes int32 seeds only (and seeds environment i with seed + i); pgrun's reset seeds
+        # are any non-negative integer (evaluation draws 32-bit ones), so they are folded into that range.
+        pool_seed = seed % (2**31 - 1 - self.num_envs)
+        return self._envpool.make(self.env_id, env_type="gymnasium", num_envs=self.num_envs, seed=pool_seed, **limit)
 
     def reset(self, seed: int) -> np.ndarray:
-        """Every environment's first observation; environment ``i`` is seeded from ``seed + i``.
-        envpool takes its seed when it is built, so another seed rebuilds the pool."""
-        if seed != self.seed:
+        """Every environment's first observation; environment ``i`` is seeded from ``seed + i``, so
+        the same seed gives the same episodes. envpool takes its seed when it is built, so a reset
+        rebuilds the pool unless it is fresh from that seed."""
+        if seed != self.seed or not self._fresh:
             self.envs.close()
             self.envs = self._make(seed)
+        self._fresh = False
         obs, _ = self.envs.reset()
         return np.asarray(obs, np.float32)
 
