@@ -226,17 +226,39 @@ def check_saved_config(cfg: Any, run_dir: Any) -> None:
                         f"{', '.join(missing)}): start a new run")
 
 
-def iterations(cfg: Any) -> tuple[int, int]:
-    """(iterations per logging block, number of blocks) covering total_timesteps.
+@dataclass(frozen=True)
+class Schedule:
+    """A run's iterations and how they fall into logging blocks.
 
-    The run covers at least ``total_timesteps`` env steps per seed, rounded up to
-    whole logging blocks so the compiled block is the same every time.
+    The run ends at the first whole iteration at or past ``total_timesteps``
+    (so runs with different batch sizes get the same budget to within one
+    batch). Blocks hold ``block_len`` iterations; when that does not divide the
+    total, the last block is shorter: it runs the same compiled block with its
+    final iterations skipped, so there is still one program to compile.
     """
-    batch = cfg.num_envs * cfg.algo.num_steps
-    total_iters = max(1, -(-cfg.total_timesteps // batch))
-    block = min(cfg.log_interval, total_iters)
-    return block, -(-total_iters // block)
 
+    total: int  # iterations in the run
+    block_len: int  # iterations per logging block
+
+    @property
+    def num_blocks(self) -> int:
+        return -(-self.total // self.block_len)
+
+    def iterations_done(self, blocks_done: int) -> int:
+        """Iterations run once ``blocks_done`` blocks have."""
+        return min(blocks_done * self.block_len, self.total)
+
+    def iterations_in(self, block: int) -> int:
+        """Iterations the block at 0-based index ``block`` runs (``block_len`` but for a short last one)."""
+        return self.iterations_done(block + 1) - self.iterations_done(block)
+
+
+def schedule(cfg: Any) -> Schedule:
+    """The run's :class:`Schedule`: enough iterations of ``num_envs x algo.num_steps`` env steps to
+    cover ``total_timesteps`` per seed, in blocks of ``log_interval``."""
+    batch = cfg.num_envs * cfg.algo.num_steps
+    total = max(1, -(-cfg.total_timesteps // batch))
+    return Schedule(total, min(cfg.log_interval, total))
 
 
 # ---------------------------------------------------------------- vectorised sweeps

@@ -29,12 +29,12 @@ class TensorBoardLogger:
     """Per-member TensorBoard writers: one point per member and block, against environment
     steps. A trainer callback; members the record marks failed get no further points."""
 
-    def __init__(self, dirs: list[Path], record: RunRecord, steps_per_block: int, purge_step: int | None = None):
+    def __init__(self, dirs: list[Path], record: RunRecord, purge_step: int | None = None):
         self.writers = [SummaryWriter(logdir=str(d), flush_secs=10, purge_step=purge_step) for d in dirs]
-        self.record, self.steps_per_block = record, steps_per_block
+        self.record = record
 
     def __call__(self, done: BlockDone) -> None:
-        self.log_block(done.metrics, done.env_steps, done.seconds, self.steps_per_block)
+        self.log_block(done.metrics, done.env_steps, done.seconds, done.steps_in_block)
         if done.evaluation is not None:
             self.log_evaluation(done.env_steps)
 
@@ -114,8 +114,9 @@ class Progress:
     """Progress output: a live line on a terminal, plain lines otherwise (log files, CI,
     multirun) every few seconds and at every tenth of the run, nothing when quiet."""
 
-    def __init__(self, label: str, total_steps: int, quiet: bool, live: bool | None = None):
-        self.label, self.total, self.quiet = label, total_steps, quiet
+    def __init__(self, label: str, total_steps: int, quiet: bool, live: bool | None = None, members: int = 1):
+        """``total_steps`` and the steps of :meth:`update` are per member; its ``sps`` is all members' together."""
+        self.label, self.total, self.quiet, self.members = label, total_steps, quiet, members
         self.live = sys.stdout.isatty() if live is None else live
         self.every = 0.25 if self.live else 5.0
         self.last_print = -math.inf
@@ -128,7 +129,7 @@ class Progress:
         if self.quiet or (not force and not new_tenth and now - self.last_print < self.every):
             return
         self.last_print, self.last_tenth = now, max(self.last_tenth, tenth)
-        eta = (self.total - steps) / sps if sps > 0 else math.inf
+        eta = (self.total - steps) * self.members / sps if sps > 0 else math.inf
         ret = "n/a" if math.isnan(mean_return) else f"{mean_return:.1f}"
         line = (f"[{self.label}] {steps:>10,d}/{self.total:,d} steps ({100 * steps / self.total:5.1f}%)"
                 f" | return {ret} | {sps:,.0f} steps/s | ETA {eta:.0f}s")

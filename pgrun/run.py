@@ -142,7 +142,7 @@ def announce(setup: Setup, folder: RunFolder) -> None:
     seeds = [cfg.seed + i for i in range(cfg.num_seeds)]
     sweep = f" points={len(setup.points)}" if setup.points != [{}] else ""
     print(f"[{cfg.algo.name} {cfg.env.id}] backend={setup.backend} seeds={seeds}{sweep} "
-          f"{setup.placement.label()} iterations={setup.block_len * setup.num_blocks} "
+          f"{setup.placement.label()} iterations={setup.num_iterations} "
           f"run_dir={folder.path}", flush=True)
 
 
@@ -150,8 +150,8 @@ def block_callbacks(session: Session, stop: list[int]) -> list:
     """What happens after every block, in order: failure notices, TensorBoard, progress,
     a requested stop (checkpoint, summary, exit), the periodic checkpoint."""
     setup, cfg, record = session.setup, session.setup.cfg, session.record
-    steps_per_block = setup.block_len * setup.steps_per_iteration
-    progress = Progress(session.label, setup.num_blocks * steps_per_block, cfg.quiet)
+    progress = Progress(session.label, setup.num_iterations * setup.steps_per_iteration, cfg.quiet,
+                        members=len(setup.members))
     blocks_per_checkpoint = max(1, cfg.checkpoint.every // setup.block_len)
 
     def notify_failures(done: BlockDone) -> None:
@@ -160,7 +160,7 @@ def block_callbacks(session: Session, stop: list[int]) -> list:
                 print(f"[{session.label}] {why}; the other members train on", flush=True)
 
     def show_progress(done: BlockDone) -> None:
-        progress.update(done.env_steps, record.mean_return(), steps_per_block * len(setup.members) /
+        progress.update(done.env_steps, record.mean_return(), done.steps_in_block * len(setup.members) /
                         max(done.seconds, 1e-9), force=done.last)
 
     def honour_stop(done: BlockDone) -> None:
@@ -199,11 +199,10 @@ def run_training(cfg: Any, run_dir: Path, resume: bool = False) -> dict[str, Any
     if setup.points != [{}]:
         write_point_configs(cfg, folder, setup)
     session = start_session(setup, folder, resume)
-    steps_per_block = setup.block_len * setup.steps_per_iteration
     # TensorBoard drops points a killed run logged after its latest checkpoint.
+    steps_done = setup.schedule.iterations_done(session.record.blocks_done) * setup.steps_per_iteration
     session.logger = TensorBoardLogger(folder.member_dirs(setup.points, [cfg.seed + i for i in range(cfg.num_seeds)]),
-                                       session.record, steps_per_block,
-                                       purge_step=session.record.blocks_done * steps_per_block + 1 if resume else None)
+                                       session.record, purge_step=steps_done + 1 if resume else None)
     if not resume:
         session.save(checkpoint.LATEST)  # a good state exists from the start
     try:

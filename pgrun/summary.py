@@ -37,11 +37,12 @@ def _per_member(values: list[float], record: RunRecord, indices: list[int]) -> l
 def members_summary(setup: Any, record: RunRecord, indices: list[int], timing: Timing, status: str,
                     resumed: bool, **extra: Any) -> dict[str, Any]:
     """The summary of the members at ``indices`` (all of a run, or one sweep point's)."""
-    env_steps = record.blocks_done * setup.block_len * setup.steps_per_iteration
+    iterations_done = setup.schedule.iterations_done
+    env_steps = iterations_done(record.blocks_done) * setup.steps_per_iteration
     returns = _per_member(record.last_return, record, indices)
-    steps_per_block = setup.block_len * setup.steps_per_iteration
     # where each member's final return was measured: below env_steps when no episode ended in the last block
-    measured_at = [None if r is None else record.return_block[i] * steps_per_block for r, i in zip(returns, indices)]
+    measured_at = [None if r is None else iterations_done(record.return_block[i]) * setup.steps_per_iteration
+                   for r, i in zip(returns, indices)]
     evaluated = _per_member(record.eval_return, record, indices)
     finite = [r for r in returns if r is not None]
     evaluated_finite = [r for r in evaluated if r is not None]
@@ -55,7 +56,7 @@ def members_summary(setup: Any, record: RunRecord, indices: list[int], timing: T
         "devices": setup.placement.describe() if getattr(setup, "placement", None) else None,
         "seeds": [setup.members[i].seed for i in indices],
         "env_steps": env_steps,
-        "iterations": record.blocks_done * setup.block_len,
+        "iterations": iterations_done(record.blocks_done),
         "wall_seconds": seconds,
         "compile_seconds": timing.compile_seconds,
         "sps": env_steps * len(indices) / seconds,

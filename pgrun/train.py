@@ -37,7 +37,7 @@ from pgrun.checkpoint import restore_into
 from pgrun.devices import Placement, place_members
 from pgrun.errors import TrainingError
 from pgrun.record import RunRecord
-from pgrun.config import algo_hparams, iterations, point_name, sweep_points
+from pgrun.config import Schedule, algo_hparams, point_name, schedule, sweep_points
 from pgrun.envs import backends, env_spaces, episode_time_limit, make_env, resolve_backend
 from pgrun.envs.gym_bridge import GymVectorEnv
 from pgrun.envs.wrappers import EpisodeStats, accumulate_episodes
@@ -92,8 +92,7 @@ class Setup:
     policy: Policy
     algorithm: Algorithm
     normalize: Normalizer
-    block_len: int
-    num_blocks: int
+    schedule: Schedule
     points: list[dict[str, float]]  # sweep points, [{}] without a vectorised sweep
     members: list[Member]  # every point times every seed, point-major
     eval_period: int = 0  # iterations between evaluations, a multiple of block_len; 0: no evaluation
@@ -102,6 +101,18 @@ class Setup:
     def __post_init__(self) -> None:
         if self.placement is None:
             self.placement = Placement.single(len(self.members))
+
+    @property
+    def block_len(self) -> int:
+        return self.schedule.block_len
+
+    @property
+    def num_blocks(self) -> int:
+        return self.schedule.num_blocks
+
+    @property
+    def num_iterations(self) -> int:
+        return self.schedule.total
 
     @property
     def steps_per_iteration(self) -> int:
@@ -116,7 +127,7 @@ class Setup:
         """Whether an evaluation follows the block that ends at ``iteration``: every
         ``eval_period`` iterations, and after the last block so the final policy is always
         measured. Decided from the saved iteration count, so a resumed run keeps the schedule."""
-        return iteration % self.eval_period == 0 or iteration == self.block_len * self.num_blocks
+        return iteration % self.eval_period == 0 or iteration == self.schedule.total
 
     def member_hparams(self) -> dict[str, np.ndarray]:
         """Each real-valued hyperparameter stacked over members (float32 ``[members]``)."""
@@ -144,7 +155,7 @@ def algorithm_for(cfg: Any, policy: Policy, num_iterations: int) -> Algorithm:
 
 def build(cfg: Any) -> Setup:
     """Everything static about a run: environments, policy, algorithm, schedule, members."""
-    block_len, num_blocks = iterations(cfg)
+    run_schedule = schedule(cfg)
     points, members = members_of(cfg)
     in_jit = backends()[resolve_backend(cfg.env.id, cfg.env.backend)].in_jit
     placement = place_members(cfg.get("devices", "all"), len(members), in_jit, f"{cfg.env.id} ({cfg.env.backend})")
@@ -154,9 +165,9 @@ def build(cfg: Any) -> Setup:
     env, backend = make_env(cfg.env.id, cfg.env.backend, cfg.num_envs * len(members))
     hidden, activation = cfg.algo.hidden_sizes, cfg.algo.activation
     policy = make_policy(env.observation_space, env.action_space, hidden, activation, cfg.algo.bounded_mean)
-    algorithm = algorithm_for(cfg, policy, block_len * num_blocks)
+    algorithm = algorithm_for(cfg, policy, run_schedule.total)
     return Setup(cfg, env, backend, policy, algorithm, normalizer_for(cfg.env.normalize_obs),
-                 block_len, num_blocks, points, members, eval_period(cfg, block_len), placement)
+                 run_schedule, points, members, eval_period(cfg, run_schedule.block_len), placement)
 
 
 def eval_period(cfg: Any, block_len: int) -> int:
@@ -227,6 +238,20 @@ def over_members(fn: Callable, num_members: int) -> Callable:
     return single
 
 
+def within_budget(iteration: Callable, num_iterations: int) -> Callable:
+    """``iteration``, or nothing (the state as it was, zero metrics) once the run has done
+    ``num_iterations``: how the short last block of a :class:`~pgrun.config.Schedule` runs the
+    same compiled block. Under the member vmap the condition becomes a select, so skipped
+    iterations still compute (only in that block) but change nothing."""
+
+    def run_or_skip(runner: "JaxRunner", unused: Any) -> tuple["JaxRunner", dict]:
+        metrics = jax.eval_shape(iteration, runner, unused)[1]
+        skip = lambda r: (r, jax.tree.map(lambda m: jnp.zeros(m.shape, m.dtype), metrics))
+        return jax.lax.cond(runner.train.iteration < num_iterations, lambda r: iteration(r, unused), skip, runner)
+
+    return run_or_skip
+
+
 @flax.struct.dataclass
 class JaxRunner:
     """What the JAX path carries from one block to the next (per member)."""
@@ -251,6 +276,9 @@ class JaxLoop:
                                             runner.obs, k_roll)
             train, metrics = learn(runner.train, batch, k_learn)
             return JaxRunner(train, env_state, obs, key), metrics
+
+        if setup.schedule.total % setup.block_len:
+            iteration = within_budget(iteration, setup.schedule.total)
 
         def block(runner: JaxRunner):
             return jax.lax.scan(iteration, runner, None, length=setup.block_len)
@@ -301,11 +329,12 @@ class JaxLoop:
                 self._evaluate = compiling_eval.result()
         return jax.block_until_ready(compiled_init(*args))
 
-    def run_block(self, runner: JaxRunner) -> tuple[JaxRunner, dict]:
-        """One block; then, when one is due, an evaluation (see :func:`make_jax_evaluation`)."""
+    def run_block(self, runner: JaxRunner, iterations: int | None = None) -> tuple[JaxRunner, dict]:
+        """One block, of which the first ``iterations`` count (all, but in a short last block the
+        others were skipped); then, when one is due, an evaluation (see :func:`make_jax_evaluation`)."""
         runner, metrics = self._compiled(runner)
-        unpad = self.setup.placement.unpad
-        metrics = unpad(jax.device_get(metrics))
+        unpad, iterations = self.setup.placement.unpad, iterations or self.setup.block_len
+        metrics = {name: values[:, :iterations] for name, values in unpad(jax.device_get(metrics)).items()}
         if self._evaluate is not None and self.setup.evaluation_due(int(jax.device_get(runner.train.iteration)[0])):
             returns, lengths = unpad(jax.device_get(self._evaluate(runner.train.params, runner.train.obs_stats,
                                                                    runner.key)))
@@ -473,12 +502,13 @@ class GymLoop:
         """Time-major steps -> a per-member batch ``[members, time, envs, ...]``."""
         return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs], axis=1), *steps)
 
-    def run_block(self, runner: GymRunner) -> tuple[GymRunner, dict]:
+    def run_block(self, runner: GymRunner, iterations: int | None = None) -> tuple[GymRunner, dict]:
+        """``iterations`` iterations (a whole block by default); then, when one is due, an evaluation."""
         setup, num_members = self.setup, len(self.setup.members)
         per_seed = lambda x: x.reshape((num_members, setup.cfg.num_envs) + x.shape[1:])
         train, obs, key = runner.train, runner.obs, runner.key
         all_metrics = []
-        for _ in range(setup.block_len):
+        for _ in range(iterations or setup.block_len):
             steps = []
             for _ in range(setup.cfg.algo.num_steps):
                 actions, env_actions, log_probs, key = self._act(train.params, train.obs_stats, obs, key)
@@ -560,6 +590,7 @@ class BlockDone:
     evaluation: Evaluation | None  # when one followed the block
     newly_failed: dict[int, str]  # members whose training went non-finite in this block: why
     env_steps: int  # per member, after the block
+    steps_in_block: int  # per member, in the block (fewer in a short last block)
     seconds: float  # the block's wall time
     last: bool  # the run's final block
 
@@ -576,14 +607,14 @@ def train_blocks(setup: Setup, loop: JaxLoop | GymLoop, runner: Any, record: Run
     A member whose training goes non-finite is recorded as failed; outside a vectorised
     sweep, or once every member has failed, :class:`TrainingError` ends training instead.
     """
-    steps_per_block = setup.block_len * setup.steps_per_iteration
-    vectorised = setup.points != [{}]
+    run_schedule, vectorised = setup.schedule, setup.points != [{}]
     while record.blocks_done < setup.num_blocks:
+        iterations = run_schedule.iterations_in(record.blocks_done)
         start = time.perf_counter()
-        runner, metrics = loop.run_block(runner)
+        runner, metrics = loop.run_block(runner, iterations)
         seconds = time.perf_counter() - start
         evaluation = pop_evaluation(metrics)
-        first_iteration = record.blocks_done * setup.block_len
+        first_iteration = run_schedule.iterations_done(record.blocks_done)
         diverged = {i: found for i, found in non_finite_members(metrics, first_iteration).items()
                     if record.active(i)}
         if diverged and (not vectorised or len(record.failures) + len(diverged) == len(setup.members)):
@@ -596,8 +627,9 @@ def train_blocks(setup: Setup, loop: JaxLoop | GymLoop, runner: Any, record: Run
         record.absorb_block(metrics)
         if evaluation is not None:
             record.absorb_evaluation(evaluation.returns, evaluation.lengths)
-        done = BlockDone(runner, metrics, evaluation, newly_failed, record.blocks_done * steps_per_block, seconds,
-                         record.blocks_done == setup.num_blocks)
+        done = BlockDone(runner, metrics, evaluation, newly_failed,
+                         run_schedule.iterations_done(record.blocks_done) * setup.steps_per_iteration,
+                         iterations * setup.steps_per_iteration, seconds, record.blocks_done == setup.num_blocks)
         for callback in callbacks:
             callback(done)
     return runner

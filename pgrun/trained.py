@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from pgrun import checkpoint
-from pgrun.config import check_saved_config, iterations
+from pgrun.config import check_saved_config, schedule
 from pgrun.envs import env_spaces
 from pgrun.policies import Policy, make_policy
 from pgrun.rollout import normalizer_for
@@ -60,9 +60,8 @@ def load_trained(folder: RunFolder, name: str = "final") -> TrainedRun:
     observation_space, action_space = env_spaces(cfg.env.id, cfg.env.backend)
     policy = make_policy(observation_space, action_space, cfg.algo.hidden_sizes, cfg.algo.activation,
                          cfg.algo.bounded_mean)
-    block_len, num_blocks = iterations(cfg)
     _, members = members_of(cfg)
-    run = TrainedRun(cfg, policy, algorithm_for(cfg, policy, block_len * num_blocks),
+    run = TrainedRun(cfg, policy, algorithm_for(cfg, policy, schedule(cfg).total),
                      normalizer_for(cfg.env.normalize_obs), members, None)
     seeds = np.asarray(run.seeds, np.uint32)
     init = over_members(lambda s, hp: init_train_state(run, jax.random.PRNGKey(s), hp), len(seeds))

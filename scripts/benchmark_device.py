@@ -2,7 +2,7 @@
 
 PPO on CartPole-v1 at 1, 16, 256 and 4096 seeds and TRPO on Pendulum-v1 at 1
 and 256 seeds, each with its default config (``num_envs=4``), ``--steps`` env
-steps per seed (rounded up to whole logging blocks), evaluation off and
+steps per seed (rounded up to whole iterations), evaluation off and
 ``devices=all`` (the member axis split over every local device). Every row is
 a fresh Python process with the compilation cache off, so the compile time is
 a cold one and the peak memory is that run's; JAX's backend starts before the

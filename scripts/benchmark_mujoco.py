@@ -169,7 +169,7 @@ def main() -> int:
     results = load_results(args.results)
     done: dict[tuple[str, str], dict] = {}
     for row in rows:
-        # pgrun rounds the budget up to whole logging blocks: a finished row has at least --steps
+        # pgrun rounds the budget up to whole iterations: a finished row has at least --steps
         found = [r for (env, algo, n, first, steps), r in results.items()
                  if (env, algo, n, first) == (row.env, row.algo, args.seeds, args.first_seed) and steps >= args.steps]
         if (args.resume or args.table_only) and found:

@@ -55,7 +55,7 @@ import numpy as np
 from hydra import compose, initialize_config_dir
 
 from docs_section import write_block
-from pgrun.config import iterations, register_configs
+from pgrun.config import register_configs, schedule
 from pgrun.envs.classic import make_jax_env
 from pgrun.envs.core import Discrete
 from pgrun.envs.wrappers import auto_reset_step
@@ -134,10 +134,9 @@ def pgrun_config(overrides: list[str], steps: int, seeds: int, cache_dir: str = 
 
 
 def rounded_steps(overrides: list[str], steps: int) -> int:
-    """The budget pgrun actually runs (whole logging blocks), which every library then gets."""
+    """The budget pgrun actually runs (whole iterations), which every library then gets."""
     cfg = pgrun_config(overrides, steps, 1)
-    block, blocks = iterations(cfg)
-    return block * blocks * cfg.num_envs * cfg.algo.num_steps
+    return schedule(cfg).total * cfg.num_envs * cfg.algo.num_steps
 
 
 def pgrun_summary(overrides: list[str], steps: int, seeds: int, cache_dir: str = "") -> dict:

@@ -2,7 +2,7 @@
 
 PPO on CartPole-v1 with 4 envs x 128 steps, 4 epochs x 4 minibatches and
 the default config otherwise (64x64 tanh actor and critic), ``--steps`` env
-steps per seed (rounded up to whole logging blocks), with one seed and with
+steps per seed (rounded up to whole iterations), with one seed and with
 ``--seeds`` seeds vmapped in one program. Every row is a fresh Python
 process that starts JAX's backend before the timer, then trains:
 
@@ -104,16 +104,16 @@ class Row:
 
 def setting(steps: int, seeds: list[int]) -> str:
     """What was trained, from the composed config, so the text cannot drift from the runs."""
-    from pgrun.config import iterations
+    from pgrun.config import schedule
 
     cfg = compose_config(steps, 1)
-    block, blocks = iterations(cfg)
+    run_schedule = schedule(cfg)
     algo = cfg.algo
     command = " ".join(["pgrun", *OVERRIDES, f"total_timesteps={steps}"])
     parts = [f"`{command}` with `num_seeds` {' and '.join(map(str, seeds))}: {algo.update_epochs} epochs x "
              f"{algo.num_minibatches} minibatches per iteration of {cfg.num_envs} envs x {algo.num_steps} steps, "
              f"{'x'.join(map(str, algo.hidden_sizes))} {algo.activation} actor and critic; "
-             f"{plural(blocks, 'logging block')} of {plural(block, 'iteration')}, checkpoints every "
+             f"{plural(run_schedule.total, 'iteration')} in logging blocks of {run_schedule.block_len}, checkpoints every "
              f"{cfg.checkpoint.every} iterations"]
     if cfg.get("eval") is not None:  # evaluation during training, where this version has it
         parts.append(f"evaluation of {cfg.eval.episodes} episodes every {cfg.eval.every} iterations and after the "
@@ -148,7 +148,7 @@ def check(row: Row) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=500_000,
-                        help="env steps per seed (rounded up to whole logging blocks); a few thousand for a "
+                        help="env steps per seed (rounded up to whole iterations); a few thousand for a "
                              "smoke test")
     parser.add_argument("--seeds", type=int, default=16, help="seeds of the vmapped rows (the other rows have one)")
     add_output_options(parser, BLOCK)

@@ -63,8 +63,8 @@ TRAINER = textwrap.dedent("""
         first_lines[devices] = printed.getvalue().splitlines()[0]
 
     run_block = JaxLoop.run_block
-    def stop_after_two(loop, runner):
-        runner, metrics = run_block(loop, runner)
+    def stop_after_two(loop, runner, iterations=None):
+        runner, metrics = run_block(loop, runner, iterations)
         if int(runner.train.iteration[0]) == 4:
             os.kill(os.getpid(), signal.SIGTERM)
         return runner, metrics

@@ -242,11 +242,11 @@ def test_evaluations_survive_an_interruption_and_resume(jax_runs, tmp_path, monk
         loop, blocks = make_loop(setup), []
         run_block = loop.run_block
 
-        def counting(runner):
+        def counting(runner, iterations=None):
             blocks.append(1)
             if len(blocks) == 3:
                 signal.raise_signal(signal.SIGTERM)
-            return run_block(runner)
+            return run_block(runner, iterations)
 
         loop.run_block = counting
         return loop

@@ -38,3 +38,11 @@ def test_quiet_prints_nothing(capsys):
     progress = Progress("ppo CartPole-v1", 1000, quiet=True, live=True)
     progress.update(1000, 1.0, 1.0, force=True)
     assert capsys.readouterr().out == ""
+
+
+def test_eta_counts_every_member(capsys):
+    """Steps are per member and the rate is all members' together: 4 members at 1,000 steps/s
+    in all have 500 steps each left, so 2 s (a run once showed a fifth of its ETA with 5 seeds)."""
+    progress = Progress("ppo Hopper-v5", 1000, quiet=False, live=False, members=4)
+    progress.update(500, 1.0, 1000.0, force=True)
+    assert "ETA 2s" in capsys.readouterr().out
