@@ -26,3 +26,16 @@ def test_other_compile_errors_are_not_swallowed(monkeypatch):
 
     with pytest.raises(RuntimeError, match="RESOURCE_EXHAUSTED"):
         train.compile_run_once(Jitted())
+
+
+def test_cpu_computations_run_inline_once_pgrun_is_imported():
+    """The host loops call one small program per environment step; asynchronous CPU dispatch
+    hands each to a worker thread and back. Importing pgrun first (as every entry point does)
+    turns that off before JAX's CPU backend starts."""
+    import subprocess
+    import sys
+
+    code = ("import pgrun, jax; jax.devices(); "
+            "print(jax.config.jax_cpu_enable_async_dispatch)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
