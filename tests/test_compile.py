@@ -36,6 +36,6 @@ def test_cpu_computations_run_inline_once_pgrun_is_imported():
     import sys
 
     code = ("import pgrun, jax; jax.devices(); "
-            "print(jax.config.jax_cpu_enable_async_dispatch)")
+            "print(jax.config.values['jax_cpu_enable_async_dispatch'])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
