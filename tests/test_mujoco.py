@@ -258,3 +258,47 @@ def test_an_unknown_brax_task_is_bad_input(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and "unknown environment 'brax/hoper'" in lines[0], result.stderr
     assert not run_dir.exists()
+
+
+def test_a_brax_run_stopped_and_resumed_ends_as_an_uninterrupted_one(tmp_path, monkeypatch):
+    """Brax's state lives in the compiled loop like the classic ports', so a checkpoint holds the
+    environments too: stopped by SIGTERM after 2 of 4 iterations and resumed, the run ends with the
+    same parameters and environment state as one that was never stopped."""
+    pytest.importorskip("brax")
+    import os
+    import signal
+
+    import jax
+
+    from pgrun import checkpoint
+    from pgrun.errors import TrainingInterrupted
+    from pgrun.run import enable_compile_cache
+    from pgrun.train import JaxLoop
+
+    cache = tmp_path / "cache"  # the later runs reuse the first one's compile (minutes for Brax on a CPU)
+    enable_compile_cache(str(cache))
+    cfg = compose_config("algo=ppo", "env=brax/hopper", "num_envs=4", "algo.num_steps=16", "algo.num_minibatches=2",
+                         "algo.update_epochs=1", "total_timesteps=256", "log_interval=1", "checkpoint.every=1",
+                         "eval.every=0", "quiet=true", f"compile_cache_dir={cache}")
+    run_training(cfg, tmp_path / "whole")
+
+    run_block = JaxLoop.run_block
+
+    def stop_after_two(loop, runner, iterations=None):
+        runner, metrics = run_block(loop, runner, iterations)
+        if int(runner.train.iteration[0]) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return runner, metrics
+
+    monkeypatch.setattr(JaxLoop, "run_block", stop_after_two)
+    with pytest.raises(TrainingInterrupted):
+        run_training(cfg, tmp_path / "resumed")
+    monkeypatch.setattr(JaxLoop, "run_block", run_block)
+    summary = run_training(cfg, tmp_path / "resumed", resume=True)
+    assert summary["resumed"] and summary["env_steps"] == 256
+
+    def final(run: str) -> list:
+        return jax.tree.leaves(checkpoint.read(tmp_path / run / "checkpoints" / "final.msgpack")["state"])
+
+    for whole, resumed in zip(final("whole"), final("resumed"), strict=True):
+        np.testing.assert_allclose(np.asarray(resumed), np.asarray(whole), rtol=1e-5, atol=1e-6)
