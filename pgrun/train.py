@@ -460,16 +460,17 @@ class GymLoop:
         self.envs: GymVectorEnv = setup.env  # or any host backend's vector env (envpool, asynchronous Gymnasium)
         policy, normalize = setup.policy, setup.normalize
 
-        def act_and_advance(params, stats, obs, key):
+        def act_and_advance(actor_params, stats, obs, key):
             key, k_act = jax.random.split(key)
-            actions, log_probs = act(policy, normalize, params, stats, obs, k_act)
+            actions, log_probs = act(policy, normalize, {"actor": actor_params}, stats, obs, k_act)
             return actions, policy.to_env_action(actions), log_probs, key
 
         def learn_and_advance(train, batch, key):
             key, k_learn = jax.random.split(key)
             return (*make_learn(setup)(train, batch, k_learn), key)
 
-        # One dispatch per environment step, one per update; both vmapped over members.
+        # One dispatch per environment step, one per update; both vmapped over members. Acting takes
+        # the actor's parameters only: every argument leaf adds to the cost of a per-step call.
         self._act = jax.jit(jax.vmap(act_and_advance))
         self._learn = jax.jit(jax.vmap(learn_and_advance))
         self._evaluate = HostEvaluation(setup) if setup.eval_period else None
@@ -490,8 +491,8 @@ class GymLoop:
     def _compile(self, runner: GymRunner) -> None:
         """Compile acting and learning ahead of time, so the first block is not slower."""
         train, obs, key = runner.train, runner.obs, runner.key
-        self._act = self._act.lower(train.params, train.obs_stats, obs, key).compile()
-        actions, _, log_probs, _ = self._act(train.params, train.obs_stats, obs, key)
+        self._act = self._act.lower(train.params["actor"], train.obs_stats, obs, key).compile()
+        actions, _, log_probs, _ = self._act(train.params["actor"], train.obs_stats, obs, key)
         shape = obs.shape[:2]
         step = Batch(obs, actions, log_probs, np.zeros(shape, np.float32), np.zeros(shape, bool),
                      np.zeros(shape, bool), obs)
@@ -511,7 +512,7 @@ class GymLoop:
         for _ in range(iterations or setup.block_len):
             steps = []
             for _ in range(setup.cfg.algo.num_steps):
-                actions, env_actions, log_probs, key = self._act(train.params, train.obs_stats, obs, key)
+                actions, env_actions, log_probs, key = self._act(train.params["actor"], train.obs_stats, obs, key)
                 env_actions = np.asarray(env_actions)
                 out = self.envs.step(env_actions.reshape((-1,) + env_actions.shape[2:]))
                 steps.append(Batch(obs, actions, log_probs, per_seed(out.rewards), per_seed(out.terminated),
