@@ -474,6 +474,8 @@ class GymLoop:
         self._act = jax.jit(jax.vmap(act_and_advance))
         self._learn = jax.jit(jax.vmap(learn_and_advance))
         self._evaluate = HostEvaluation(setup) if setup.eval_period else None
+        # wall time of the host loop by part, summed over iterations (scripts/benchmark_mujoco_speed.py reads it)
+        self.seconds = {"acting": 0.0, "stepping": 0.0, "learning": 0.0}
 
     def start(self) -> GymRunner:
         """Initialise every member, reset the host environments, compile act and learn."""
@@ -505,25 +507,38 @@ class GymLoop:
 
     def run_block(self, runner: GymRunner, iterations: int | None = None) -> tuple[GymRunner, dict]:
         """``iterations`` iterations (a whole block by default); then, when one is due, an evaluation."""
-        setup, num_members = self.setup, len(self.setup.members)
-        per_seed = lambda x: x.reshape((num_members, setup.cfg.num_envs) + x.shape[1:])
+        setup = self.setup
         train, obs, key = runner.train, runner.obs, runner.key
         all_metrics = []
         for _ in range(iterations or setup.block_len):
-            steps = []
-            for _ in range(setup.cfg.algo.num_steps):
-                actions, env_actions, log_probs, key = self._act(train.params["actor"], train.obs_stats, obs, key)
-                env_actions = np.asarray(env_actions)
-                out = self.envs.step(env_actions.reshape((-1,) + env_actions.shape[2:]))
-                steps.append(Batch(obs, actions, log_probs, per_seed(out.rewards), per_seed(out.terminated),
-                                   per_seed(out.terminated | out.truncated), per_seed(out.final_obs)))
-                obs = per_seed(out.obs)
+            steps, obs, key = self._rollout(train, obs, key)
+            start = time.perf_counter()
             train, metrics, key = self._learn(train, self._stack(steps), key)
             all_metrics.append(metrics)
+            self.seconds["learning"] += time.perf_counter() - start
         metrics = jax.tree.map(lambda *xs: np.stack(xs, axis=1), *jax.device_get(all_metrics))
         if self._evaluate is not None and setup.evaluation_due(int(train.iteration[0])):
             metrics.update(self._evaluate(train, key))
         return GymRunner(train, obs, key), metrics
+
+    def _rollout(self, train: TrainState, obs: np.ndarray, key: jax.Array) -> tuple[list[Batch], np.ndarray, jax.Array]:
+        """``algo.num_steps`` steps of every host environment: ``(steps, last observations, key)``."""
+        num_members, num_envs = len(self.setup.members), self.setup.cfg.num_envs
+        per_seed = lambda x: x.reshape((num_members, num_envs) + x.shape[1:])
+        steps, clock = [], time.perf_counter
+        for _ in range(self.setup.cfg.algo.num_steps):
+            start = clock()
+            actions, env_actions, log_probs, key = self._act(train.params["actor"], train.obs_stats, obs, key)
+            env_actions = np.asarray(env_actions)
+            acted = clock()
+            out = self.envs.step(env_actions.reshape((-1,) + env_actions.shape[2:]))
+            stepped = clock()
+            steps.append(Batch(obs, actions, log_probs, per_seed(out.rewards), per_seed(out.terminated),
+                               per_seed(out.terminated | out.truncated), per_seed(out.final_obs)))
+            obs = per_seed(out.obs)
+            self.seconds["acting"] += acted - start + clock() - stepped
+            self.seconds["stepping"] += stepped - acted
+        return steps, obs, key
 
     @staticmethod
     def train_state(runner: GymRunner) -> TrainState:

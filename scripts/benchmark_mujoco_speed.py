@@ -48,6 +48,7 @@ from pgrun.config import register_configs
 from pgrun.envs import make_env
 from pgrun.paths import conf_dir
 from pgrun.run import run_training
+from pgrun.train import build, make_loop
 
 BLOCK = "mujoco-speed"
 HEADING = "## MuJoCo speed: host backends, the simulator's rate and Stable-Baselines3"
@@ -94,18 +95,35 @@ def raw_rate(backend: str, steps_per_env: int, seed: int = 0) -> float:
         envs.close()
 
 
-def pgrun_ppo(backend: str, steps: int) -> PgrunTiming:
+def ppo_config(backend: str, steps: int):
     overrides = ["algo=ppo", f"env={ENV_ID}", f"env.backend={backend}", f"num_envs={NUM_ENVS}",
                  "algo.num_steps=256", f"total_timesteps={steps}", "eval.every=0", "quiet=true"]
     with initialize_config_dir(str(conf_dir()), version_base=None):
         cfg = compose("config", overrides=overrides)
     cfg.compile_cache_dir = ""  # a cold compile, as on a configuration's first run
+    return cfg
+
+
+def pgrun_ppo(backend: str, steps: int) -> PgrunTiming:
+    cfg = ppo_config(backend, steps)
     with tempfile.TemporaryDirectory() as run_dir:
         start = time.perf_counter()
         summary = run_training(cfg, Path(run_dir))
         wall = time.perf_counter() - start
     train = summary["wall_seconds"] - summary["compile_seconds"]
     return PgrunTiming(summary["env_steps"], wall, summary["compile_seconds"], train, summary["final_return_mean"])
+
+
+def time_by_part(backend: str, iterations: int) -> dict[str, float]:
+    """Milliseconds per PPO iteration (2,048 env steps) in each part of pgrun's host loop -- stepping
+    the simulator, acting (the policy call and the step's bookkeeping), learning -- after compilation."""
+    loop = make_loop(build(ppo_config(backend, iterations * NUM_ENVS * 256)))
+    runner = loop.start()
+    loop.run_block(runner, 1)  # the first call of each program settles its buffers
+    loop.seconds = dict.fromkeys(loop.seconds, 0.0)
+    loop.run_block(runner, iterations)
+    loop.envs.close()
+    return {part: 1000 * seconds / iterations for part, seconds in loop.seconds.items()}
 
 
 def sb3_ppo(steps: int, seed: int = 0) -> tuple[float, float] | None:
@@ -146,13 +164,14 @@ def main() -> int:
     parser.add_argument("--raw-steps", type=int, default=2000, help="random-action steps per environment for the raw rate")
     parser.add_argument("--backends", nargs="*", default=list(BACKENDS), choices=BACKENDS)
     parser.add_argument("--no-sb3", action="store_true", help="leave Stable-Baselines3 out")
+    parser.add_argument("--profile-iterations", type=int, default=8, help="PPO iterations timed part by part")
     add_output_options(parser, BLOCK)
     args = parser.parse_args()
     register_configs()
     backends = [b for b in args.backends if backend_available(b)]
     missing = [b for b in args.backends if b not in backends]
 
-    rows, pgrun_rates = [], {}
+    rows, pgrun_rates, parts = [], {}, []
     for backend in backends:
         before = raw_rate(backend, args.raw_steps)
         ppo = pgrun_ppo(backend, args.steps)
@@ -164,6 +183,10 @@ def main() -> int:
               f"compile ({ppo.compile_seconds:.1f} s compile)", flush=True)
         rows.append(f"| {backend} | {raw:,.0f} | {ppo.rate:,.0f} | {ppo.rate_after_compile:,.0f} | "
                     f"{ppo.rate_after_compile / raw:.0%} | {ppo.compile_seconds:.1f} | {ppo.final_return:.1f} |")
+        ms = time_by_part(backend, args.profile_iterations)
+        raw_ms = 1000 * NUM_ENVS * 256 / raw
+        parts.append(f"| {backend} | {raw_ms:.0f} | {ms['stepping']:.0f} | {ms['acting']:.0f} | {ms['learning']:.0f} "
+                     f"| {raw_ms / (raw_ms + ms['learning']):.0%} |")
     sb3 = None if args.no_sb3 else sb3_ppo(args.steps)
     if sb3 is not None:
         print(f"  Stable-Baselines3 PPO: {sb3[0]:,.0f} env-steps/s", flush=True)
@@ -180,6 +203,14 @@ def main() -> int:
              "| backend | raw simulator, env-steps/s | pgrun PPO end to end | pgrun PPO after compile | share of raw "
              "| compile s | final return |",
              "|---|---:|---:|---:|---:|---:|---:|", *rows]
+    lines += ["", f"Where an iteration's time goes (ms per PPO iteration of 2,048 env steps, mean of "
+                  f"{args.profile_iterations} iterations after compilation): the raw simulator's time for the same "
+                  "steps, pgrun's stepping, acting (the policy call per step and the step's bookkeeping) and "
+                  "learning (10 epochs x 32 minibatches). On-policy PPO cannot step while it learns, so *raw share "
+                  "at best* -- raw / (raw + learning), with acting free -- bounds the share of raw any trainer of "
+                  "this layout reaches on this machine.", "",
+              "| backend | raw simulator | stepping | acting | learning | raw share at best |",
+              "|---|---:|---:|---:|---:|---:|", *parts]
     if missing:
         lines += ["", f"Not measured (not installed): {', '.join(missing)}."]
     if sb3 is not None:

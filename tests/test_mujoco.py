@@ -302,3 +302,23 @@ def test_a_brax_run_stopped_and_resumed_ends_as_an_uninterrupted_one(tmp_path, m
 
     for whole, resumed in zip(final("whole"), final("resumed"), strict=True):
         np.testing.assert_allclose(np.asarray(resumed), np.asarray(whole), rtol=1e-5, atol=1e-6)
+
+
+def test_the_speed_benchmark_runs_small_and_accounts_for_an_iterations_time():
+    """scripts/benchmark_mujoco_speed.py at a tiny size: both tables, every rate positive, and the
+    parts of an iteration (stepping, acting, learning) measured, with the bound they imply."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "scripts/benchmark_mujoco_speed.py", "--steps", "2048", "--raw-steps", "20",
+                           "--backends", "gymnasium", "--no-sb3", "--profile-iterations", "1"],
+                          cwd=root, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| gymnasium |")]
+    assert len(rows) == 2, done.stdout
+    speed, parts = ([cell.strip().rstrip("%").replace(",", "") for cell in row.split("|")[2:-1]] for row in rows)
+    assert all(float(cell) > 0 for cell in speed)
+    raw_ms, stepping, acting, learning, bound = map(float, parts)
+    assert min(raw_ms, stepping, acting, learning) > 0
+    assert bound == pytest.approx(100 * raw_ms / (raw_ms + learning), abs=1)
