@@ -1,5 +1,7 @@
-"""A sweep's job folders (TensorBoard's run names) keep only what the sweep varies:
-``pgrun -m algo=ppo,a2c seed=0`` gives ``0-ppo-CartPole-v1`` and ``1-a2c-CartPole-v1``."""
+"""Names a user tells runs apart by. A sweep's job folders (TensorBoard's run names) keep only
+what the sweep varies: ``pgrun -m algo=ppo,a2c seed=0`` gives ``0-ppo-CartPole-v1`` and
+``1-a2c-CartPole-v1``. The HParams dashboard's Trial ID column names each member the same way,
+not by the run path that every row starts alike."""
 
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ from omegaconf import OmegaConf
 
 from conftest import run_cli
 from pgrun import sweeps
+from pgrun.logger import TensorBoardLogger
 from pgrun.paths import conf_dir
+from pgrun.record import RunRecord
 
 # Overrides every job shares, none of which may appear in a job's name.
 SHARED = ("seed=0", "total_timesteps=256", "num_envs=2", "algo.num_steps=16", "eval.every=0", "quiet=true")
@@ -22,6 +26,17 @@ def sweep_names(tmp_path: Path, *args: str) -> list[str]:
     result = run_cli("-m", *args, *SHARED, f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr
     return sorted(p.name for p in sweep_dir.iterdir() if (p / ".hydra").is_dir())
+
+
+def trial_name(run_dir: Path) -> str:
+    """The HParams session group name written to the event file in ``run_dir``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    return plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.group_name
 
 
 def hydra_config(task: list[str], params: dict | None = None):
@@ -70,12 +85,37 @@ def test_without_the_swept_keys_a_name_keeps_every_override(tmp_path):
     assert sweeps.job_dirname("1-ppo-CartPole-v1-algo.lr=0.001,seed=0") == "1-ppo-CartPole-v1-algo.lr=0.001,seed=0"
 
 
+def write_hparams(member_dirs: list[Path], seeds: list[int]) -> None:
+    logger = TensorBoardLogger(member_dirs, RunRecord(len(member_dirs), last_return=[10.0] * len(member_dirs)))
+    logger.write_hparams([{"algo.name": "trpo", "env.id": "Pendulum-v1", "algo.delta": 0.02}] * len(member_dirs),
+                         seeds)
+    logger.close()
+
+
+def test_trial_names_are_the_job_point_and_seed_then_where_the_run_is(tmp_path):
+    job = tmp_path / "sweep" / "3-trpo-Pendulum-v1-algo.delta=0.02"
+    members = [job / point / f"seed_{seed}" for point in ("algo.gamma=0.95", "algo.gamma=0.99") for seed in (1, 2)]
+    write_hparams(members, [1, 2, 1, 2])
+    assert [trial_name(d) for d in members] == [
+        f"3-trpo-Pendulum-v1-algo.delta=0.02 {point} seed {seed} in {tmp_path / 'sweep'}"
+        for point in ("algo.gamma=0.95", "algo.gamma=0.99") for seed in (1, 2)]
+
+
+def test_a_run_of_one_seed_is_named_after_its_folder(tmp_path):
+    run = tmp_path / "2026-11-22" / "12-00-00-trpo-Pendulum-v1"
+    write_hparams([run], [7])
+    assert trial_name(run) == f"12-00-00-trpo-Pendulum-v1 seed 7 in {tmp_path / '2026-11-22'}"
+
+
 # ---------------------------------------------------------------- sweeps end to end
 
 
 def test_a_sweep_names_its_jobs_by_what_varies(tmp_path):
-    assert sweep_names(tmp_path, "algo=ppo,a2c") == ["0-ppo-CartPole-v1", "1-a2c-CartPole-v1"]
+    names = sweep_names(tmp_path, "algo=ppo,a2c")
+    assert names == ["0-ppo-CartPole-v1", "1-a2c-CartPole-v1"]
     assert sweeps.read_swept_keys(tmp_path / "sweep") == {"algo"}
+    sweep_dir = (tmp_path / "sweep").resolve()
+    assert [trial_name(sweep_dir / name) for name in names] == [f"{name} seed 0 in {sweep_dir}" for name in names]
 
 
 @pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None,
