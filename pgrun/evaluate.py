@@ -38,7 +38,11 @@ VIDEO_DIR = "videos"
 TENSORBOARD_DIR = "eval"
 # What goes to TensorBoard: a full episode at full size would bloat the event file.
 TENSORBOARD_MAX_FRAMES = 200
-TENSORBOARD_GRID_FRAMES = 8
+TENSORBOARD_MAX_SIDE = 320  # pixels; frames are shrunk by a whole factor to fit
+TENSORBOARD_STRIP_FRAMES = 8  # the still strip logged when no video can be encoded
+TENSORBOARD_VIDEO = "video"
+TENSORBOARD_STRIP = "frame strip"
+VIDEO_EXTRA = "pip install 'pgrun[video]'"
 
 
 class EvalError(ConfigError):
@@ -61,7 +65,8 @@ class Video:
     frames: int
     episode_return: float
     tensorboard_dir: Path
-    tensorboard_as: str  # "video" (add_video) or "image grid" (add_images)
+    tensorboard_as: str  # TENSORBOARD_VIDEO (an animated GIF) or TENSORBOARD_STRIP (one still image)
+    tensorboard_note: str = ""  # why there is no video, when there is none
 
 
 # --------------------------------------------------------------------------
@@ -267,25 +272,62 @@ def write_animation(frames: list[np.ndarray], directory: Path, fps: float) -> Pa
     return path
 
 
-def log_video(frames: list[np.ndarray], log_dir: Path, fps: float) -> str:
-    """Log the episode to TensorBoard under ``log_dir`` with tag ``eval/video``.
+def shrink_frames(stack: np.ndarray, max_side: int = TENSORBOARD_MAX_SIDE) -> np.ndarray:
+    """``[T, H, W, C]`` frames with every ``k``-th row and column, the smallest ``k`` that brings
+    both sides to at most ``max_side`` pixels (600x400 CartPole becomes 300x200)."""
+    factor = math.ceil(max(stack.shape[1:3]) / max_side)
+    return stack[:, ::factor, ::factor]
 
-    tensorboardX encodes videos with moviepy; without it, a grid of a few
-    evenly spaced frames is logged as an image instead. Returns which was done.
+
+def moviepy_missing() -> str:
+    """Why tensorboardX cannot encode videos here, or "" when moviepy imports."""
+    try:
+        import moviepy  # noqa: F401
+    except ImportError:
+        return f"moviepy is not installed ({VIDEO_EXTRA} for a video)"
+    return ""
+
+
+def video_summary(stack: np.ndarray, fps: float) -> tuple[Any, str]:
+    """``(summary, "")``: the frames as tensorboardX's video summary, an animated GIF played by
+    TensorBoard's Images tab; ``(None, why)`` when it cannot be encoded here."""
+    import tensorboardX.summary
+
+    missing = moviepy_missing()
+    if missing:
+        return None, missing
+    stride = math.ceil(len(stack) / TENSORBOARD_MAX_FRAMES)
+    clip = stack[::stride].transpose(0, 3, 1, 2)[None]  # [1, T, C, H, W]
+    try:
+        summary = tensorboardX.summary.video("eval/video", clip, fps=max(1, round(fps / stride)))
+    except Exception as err:  # an old tensorboardX with a newer numpy or moviepy
+        detail = first_line(err) or type(err).__name__
+        return None, f"tensorboardX could not encode the video ({detail}; {VIDEO_EXTRA})"
+    if not summary.value[0].image.encoded_image_string:  # tensorboardX logs why and writes nothing
+        return None, f"tensorboardX could not encode the video with this moviepy ({VIDEO_EXTRA})"
+    return summary, ""
+
+
+def log_video(frames: list[np.ndarray], log_dir: Path, fps: float) -> tuple[str, str]:
+    """Log the episode to TensorBoard under ``log_dir`` with tag ``eval/video``, at most
+    ``TENSORBOARD_MAX_SIDE`` pixels a side.
+
+    Returns ``(TENSORBOARD_VIDEO, "")`` for an animated GIF (needs moviepy: the ``video`` extra),
+    or ``(TENSORBOARD_STRIP, why)`` for the fallback: one still image of eight evenly spaced
+    frames side by side.
     """
     from tensorboardX import SummaryWriter
 
-    stack = np.stack(frames).astype(np.uint8)  # [T, H, W, C]
+    stack = shrink_frames(np.stack(frames).astype(np.uint8))  # [T, H, W, C]
+    summary, why = video_summary(stack, fps)
     writer = SummaryWriter(str(log_dir))
     try:
-        if importlib.util.find_spec("moviepy") is not None:
-            stride = math.ceil(len(stack) / TENSORBOARD_MAX_FRAMES)
-            clip = stack[::stride].transpose(0, 3, 1, 2)[None]  # [1, T, C, H, W]
-            writer.add_video("eval/video", clip, global_step=0, fps=max(1, round(fps / stride)))
-            return "video"
-        picks = np.linspace(0, len(stack) - 1, min(TENSORBOARD_GRID_FRAMES, len(stack))).round().astype(int)
+        if summary is not None:
+            writer.file_writer.add_summary(summary, global_step=0)
+            return TENSORBOARD_VIDEO, ""
+        picks = np.linspace(0, len(stack) - 1, min(TENSORBOARD_STRIP_FRAMES, len(stack))).round().astype(int)
         writer.add_images("eval/video", stack[picks], global_step=0, dataformats="NHWC")
-        return "image grid"
+        return TENSORBOARD_STRIP, why
     finally:
         writer.close()
 
@@ -315,8 +357,8 @@ def record_video(setup: Any, params: Any, obs_stats: Any, env_id: str, run_dir: 
         raise EvalError(f"{env_id} rendered no frames in rgb_array mode: drop --video")
     path = write_animation(frames, run_dir / VIDEO_DIR, fps)
     tensorboard_dir = run_dir / TENSORBOARD_DIR
-    tensorboard_as = log_video(frames, tensorboard_dir, fps)
-    return Video(path, len(frames), total, tensorboard_dir, tensorboard_as)
+    tensorboard_as, tensorboard_note = log_video(frames, tensorboard_dir, fps)
+    return Video(path, len(frames), total, tensorboard_dir, tensorboard_as, tensorboard_note)
 
 
 # --------------------------------------------------------------------------
@@ -368,7 +410,8 @@ def evaluate(run_dir: Path, episodes: int = 10, backend: str | None = None, dete
         report["video"] = {"path": str(recorded.path.relative_to(run_dir)), "frames": recorded.frames,
                            "return": recorded.episode_return,
                            "tensorboard_dir": str(recorded.tensorboard_dir.relative_to(run_dir)),
-                           "tensorboard_as": recorded.tensorboard_as}
+                           "tensorboard_as": recorded.tensorboard_as,
+                           **({"tensorboard_note": recorded.tensorboard_note} if recorded.tensorboard_note else {})}
     write_json_atomic(run_dir / EVAL_JSON, report)
     return report
 

@@ -64,8 +64,10 @@ class TensorBoardLogger:
 
     def write_hparams(self, hparams: list[dict[str, Any]], seeds: list[int]) -> None:
         """Record each member's hyperparameters with its final return for TensorBoard's
-        HParams dashboard (in the member's own run, so the dashboard lists every run)."""
+        HParams dashboard (in the member's own run, so the dashboard lists every run), under a
+        readable trial name (:func:`trial_names`)."""
         record = self.record
+        names = trial_names([writer.logdir for writer in self.writers], seeds)
         for i, (writer, values, seed, final) in enumerate(zip(self.writers, hparams, seeds, record.last_return,
                                                              strict=True)):
             if math.isnan(final) or not record.active(i):  # nothing to compare
@@ -80,7 +82,7 @@ class TensorBoardLogger:
             # have -- and runs with other keys (PPO beside TRPO) keep theirs.
             experiment, _, _ = tensorboardX.summary.hparams(hparam_columns(), metric)
             _, session_start, session_end = tensorboardX.summary.hparams(values, metric)
-            for summary in (experiment, session_start, session_end):
+            for summary in (experiment, named_session(session_start, names[i]), session_end):
                 writer.file_writer.add_summary(summary)
 
     def flush(self) -> None:
@@ -90,6 +92,41 @@ class TensorBoardLogger:
     def close(self) -> None:
         for writer in self.writers:
             writer.close()
+
+
+def trial_names(member_dirs: list[str], seeds: list[int]) -> list[str]:
+    """Each member's name in the HParams dashboard's Trial ID column: its run folder's name (a
+    sweep's job folder names the values the sweep varies), its ``sweep.vmap`` point and seed,
+    then where the run folder is, which keeps names of different runs apart:
+    ``3-trpo-Pendulum-v1-algo.delta=0.02 seed 1 in /home/me/outputs/multirun/2026-11-22/12-00-00``.
+
+    TensorBoard would otherwise show the session's run path, whose common start
+    (``multirun/2026-11-22/...``) is all that fits in the column.
+    """
+    import os
+
+    paths = [Path(d).resolve() for d in member_dirs]
+    run = Path(os.path.commonpath(paths))  # the run folder: its members' event folders lie inside
+    names = []
+    for path, seed in zip(paths, seeds, strict=True):
+        inside = [part for part in path.relative_to(run).parts if part != f"seed_{seed}"]
+        names.append(" ".join([run.name, *inside, f"seed {seed}"]) + f" in {run.parent}")
+    return names
+
+
+def named_session(session_start: Any, name: str) -> Any:
+    """tensorboardX's session-start summary with ``group_name`` set. TensorBoard's HParams
+    dashboard shows a session group's name as the Trial ID, and a group without one is named
+    after its session, the run path (``_add_session`` in tensorboard/plugins/hparams/
+    list_session_groups.py); sessions that share a group name become one row, so names must
+    differ between runs."""
+    from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData
+
+    plugin_data = session_start.value[0].metadata.plugin_data
+    content = HParamsPluginData.FromString(plugin_data.content)
+    content.session_start_info.group_name = name
+    plugin_data.content = content.SerializeToString()
+    return session_start
 
 
 def hparam_columns() -> dict[str, bool | float | str]:

@@ -15,7 +15,8 @@ from typing import Any
 from pgrun.commands import Parser, quiet_backend_probing
 from pgrun.commands import fail
 from pgrun.errors import EXIT_INTERRUPTED, ConfigError
-from pgrun.evaluate import BACKENDS, CHECKPOINTS, evaluate, summary_line
+from pgrun.evaluate import (BACKENDS, CHECKPOINTS, TENSORBOARD_STRIP_FRAMES, TENSORBOARD_VIDEO, evaluate,
+                            summary_line)
 
 PROG = "pgrun-eval"
 
@@ -44,8 +45,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def video_line(run_dir: Path, video: dict[str, Any]) -> str:
     """Where the recorded episode went: the animation file and the TensorBoard folder."""
     kind = "MP4" if video["path"].endswith(".mp4") else "GIF"
-    how = ("as a video" if video["tensorboard_as"] == "video"
-           else "as a grid of frames (moviepy is not installed, so no video)")
+    how = ("as a video" if video["tensorboard_as"] == TENSORBOARD_VIDEO
+           else f"not a video: one still image of {min(TENSORBOARD_STRIP_FRAMES, video['frames'])} frames "
+                f"side by side, as {video.get('tensorboard_note', 'no video could be encoded')}")
     return (f"video: {run_dir / video['path']} ({kind}, {video['frames']} frames, "
             f"return {video['return']:.1f}); TensorBoard: {run_dir / video['tensorboard_dir']} "
             f"(tag eval/video, {how})")
