@@ -3,7 +3,8 @@
 The processes join one job through ``PGRUN_COORDINATOR`` (127.0.0.1 on a free port),
 ``PGRUN_NUM_PROCESSES`` and ``PGRUN_PROCESS_ID``, as a launcher on several hosts would
 set them; JAX's CPU backend carries the gathers between them (Gloo). Each process is
-given a run directory of its own, so anything process 1 wrote would show.
+given a run directory of its own, so anything process 1 wrote would show. A second
+job resumes a run one process began, and stops when only process 1 receives SIGTERM.
 
 A hung coordinator cannot hold CI: both processes run under one deadline and are
 killed together when either is still running at it.
@@ -13,9 +14,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,13 +28,16 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
 from conftest import compose_config
 from pgrun import checkpoint
 from pgrun.config import validate
 from pgrun.distributed import Job, described_job, environment_rank
-from pgrun.errors import ConfigError
+from pgrun.errors import ConfigError, TrainingInterrupted
 from pgrun.run import run_training
+from pgrun.run_folder import RunFolder
+from pgrun.train import JaxLoop
 
 ROOT = Path(__file__).resolve().parents[1]
 RTOL, ATOL = 1e-4, 1e-5  # as tests/test_devices.py: the same programs, possibly vectorised differently
@@ -59,18 +67,21 @@ class Ended:
     stderr: str
 
     def lines(self) -> list[str]:
-        """stdout without the lines Gloo prints from C++ when the processes connect."""
-        return [line for line in self.stdout.splitlines() if not line.startswith("[Gloo]")]
+        """stdout without what Gloo prints from C++ threads when the processes connect (two
+        threads' lines may interleave: "[Gloo] Rank [Gloo] Rank 3 is connected ...", "2 is connected ...")."""
+        text = re.sub(r"\[Gloo\] Rank |\d+ is connected to \d+ peer ranks\. Expected number of connected peer ranks "
+                      r"is : \d+", "", self.stdout)
+        return [line for line in text.splitlines() if line.strip()]
 
 
-def run_job(argv_of: callable, where: Path) -> list[Ended]:
+def run_job(argv_of: callable, where: Path, variables: dict[str, str] | None = None) -> list[Ended]:
     """Both processes of a two-process job, ``argv_of(rank)`` each; killed together at the deadline."""
     port, procs, files = free_port(), [], []
     try:
         for rank in range(2):
             out, err = (where / f"rank{rank}.out").open("w"), (where / f"rank{rank}.err").open("w")
             files += [out, err]
-            procs.append(subprocess.Popen([sys.executable, *argv_of(rank)], cwd=where, env=job_env(rank, port),
+            procs.append(subprocess.Popen([sys.executable, *argv_of(rank)], cwd=where, env={**job_env(rank, port), **(variables or {})},
                                           stdout=out, stderr=err))
         deadline = time.monotonic() + DEADLINE
         for proc in procs:
@@ -115,7 +126,7 @@ def test_both_processes_complete_and_only_process_0_prints(job):
     assert [e.code for e in ended] == [0, 0], [e.stderr[-2000:] for e in ended]
     assert "devices=4 processes=2 members/device=1" in ended[0].lines()[0]
     assert "done: final mean return" in ended[0].lines()[-1]
-    assert ended[1].lines() == [] and ended[1].stderr.strip() == ""
+    assert ended[1].lines() == [] and ended[1].stderr.strip() == "", ended[1].stdout
 
 
 def test_only_process_0_writes_the_run_folder(job):
@@ -146,6 +157,68 @@ def test_two_processes_train_like_one(job):
             np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL)
         else:
             np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------- a stop and a resume
+
+
+RESUMABLE = [*TINY, "log_interval=2", "quiet=true"]  # 5 blocks of 2 iterations
+# A process of the job that sends itself SIGTERM after the block that ends at iteration STOP_AT (only
+# process 1 does): the signal reaches one process, and both must stop there together.
+SIGNALLING = textwrap.dedent("""
+    import os, signal, sys
+    from pgrun.commands.train import main
+    from pgrun.train import JaxLoop
+
+    run_block, stop_at = JaxLoop.run_block, int(os.environ["STOP_AT"])
+    def signal_after(loop, runner, iterations=None):
+        runner, metrics = run_block(loop, runner, iterations)
+        iteration = int(loop.setup.placement.fetch(runner.train.iteration)[0])  # every process gathers
+        if os.environ["PGRUN_PROCESS_ID"] == "1" and iteration == stop_at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return runner, metrics
+    JaxLoop.run_block = signal_after
+    sys.argv = ["pgrun", *sys.argv[1:]]
+    main()
+""")
+
+
+def stopped_at(monkeypatch, iteration: int) -> None:
+    """Make this process's runs stop by SIGTERM after the block that ends at ``iteration``."""
+    run_block = JaxLoop.run_block
+
+    def signal_after(loop, runner, iterations=None):
+        runner, metrics = run_block(loop, runner, iterations)
+        if int(runner.train.iteration[0]) == iteration:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return runner, metrics
+
+    monkeypatch.setattr(JaxLoop, "run_block", signal_after)
+
+
+def test_a_job_resumes_a_run_and_stops_together(tmp_path, monkeypatch):
+    """One process trains 2 iterations and is stopped; the two-process job resumes a copy of that run,
+    and process 1 alone gets SIGTERM after iteration 6; one process resumes the original and stops there too."""
+    single, cfg = tmp_path / "single", compose_config(*RESUMABLE)
+    RunFolder(single).config_path.parent.mkdir(parents=True)
+    OmegaConf.save(cfg, RunFolder(single).config_path)  # as Hydra does for `pgrun`, so resume= takes it
+    stopped_at(monkeypatch, 2)
+    with pytest.raises(TrainingInterrupted):
+        run_training(cfg, single)
+    shutil.copytree(single, tmp_path / "job")
+    stopped_at(monkeypatch, 6)
+    with pytest.raises(TrainingInterrupted):
+        run_training(compose_config(*RESUMABLE), single, resume=True)
+
+    ended = run_job(lambda rank: ["-c", SIGNALLING, f"resume={tmp_path / 'job'}"], tmp_path, {"STOP_AT": "6"})
+    assert [e.code for e in ended] == [128 + signal.SIGTERM] * 2, [e.stderr[-2000:] for e in ended]
+    assert "SIGTERM received: stopped at 192 env steps" in ended[0].stderr and ended[1].lines() == [], ended[1].stdout
+    assert summary(tmp_path / "job")["status"] == "interrupted" and summary(tmp_path / "job")["resumed"] is True
+    latest = lambda d: checkpoint.read(d / "checkpoints" / "latest.msgpack")
+    assert latest(tmp_path / "job")["meta"]["blocks_done"] == latest(single)["meta"]["blocks_done"] == 3
+    for a, b in zip(jax.tree.leaves(latest(tmp_path / "job")["state"]), jax.tree.leaves(latest(single)["state"]),
+                    strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=RTOL, atol=ATOL)
 
 
 # ---------------------------------------------------------------- bad input, refused before joining
