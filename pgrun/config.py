@@ -19,6 +19,7 @@ from omegaconf import MISSING
 
 from pgrun.algos import get_algorithm, registry
 from pgrun.devices import requested_devices
+from pgrun.distributed import checked_setting
 from pgrun.envs import AUTO, backends, check_env_id, episode_time_limit, known_ids
 from pgrun.errors import ConfigError, require as _check
 from pgrun.names import close_matches
@@ -86,6 +87,9 @@ class RunConfig:
     # local devices the members are split over: "all" or a positive count (devices=2 parses as "2");
     # a run never uses more devices than it has members, and host environments train on one
     devices: str = "all"
+    # auto: join the multi-process job the environment describes (PGRUN_NUM_PROCESSES & co., or a Slurm
+    # step of several tasks), if any; off: this process trains a whole run of its own (pgrun/distributed.py)
+    distributed: str = "auto"
 
 
 def config_keys() -> dict[str, str]:
@@ -195,6 +199,8 @@ def _validate_one(cfg: Any) -> None:
     _check(cfg.xla_cpu_threads >= 0, f"xla_cpu_threads={cfg.xla_cpu_threads} must be 0 (automatic) or positive")
     if "devices" in cfg:  # runs saved before devices existed have none
         requested_devices(cfg.devices)
+    if "distributed" in cfg:  # nor distributed
+        checked_setting(cfg.distributed)
     _check(cfg.checkpoint.every >= 1, f"checkpoint.every={cfg.checkpoint.every} must be at least 1")
     if "eval" in cfg:  # runs saved before evaluation existed have no eval section
         _check(cfg.eval.every >= 0, f"eval.every={cfg.eval.every} must be 0 (off) or a positive number of iterations")

@@ -15,6 +15,13 @@ logged, checkpointed, evaluated in the record or summarised.
 
 Environments stepped on the host (the Gymnasium backend) train on one device:
 ``devices=all`` quietly means one there, an explicit count above one is refused.
+
+In a multi-process job (:mod:`pgrun.distributed`) the mesh holds the devices of every
+process -- ``devices`` then counts each process's own, all of them by default -- and
+the members are padded to a multiple of that global count. Every process initialises
+its devices' share from the same host arrays (:meth:`Placement.put`) and gathers every
+member's results back (:meth:`Placement.fetch`); the blocks themselves still exchange
+nothing.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from pgrun.distributed import host_refusal
 from pgrun.errors import ConfigError
 
 ALL = "all"
@@ -58,6 +66,11 @@ class Placement:
     @property
     def sharded(self) -> bool:
         return len(self.devices) > 1
+
+    @property
+    def processes(self) -> int:
+        """How many processes own the devices (above one in a multi-process job)."""
+        return len({d.process_index for d in self.devices})
 
     @property
     def per_device(self) -> int:
@@ -108,36 +121,72 @@ class Placement:
         return jax.tree.map(lambda x: x[: self.members], tree)
 
     def put(self, tree: Any) -> Any:
-        """Host arrays over the padded member axis, split over the devices (as they are on one device)."""
-        return jax.device_put(tree, self.sharding) if self.sharded else tree
+        """Host arrays over the padded member axis, split over the devices (as they are on one device).
+        In a multi-process job every process holds the whole arrays and places its devices' share."""
+        if not self.sharded:
+            return tree
+        if self.processes == 1:
+            return jax.device_put(tree, self.sharding)
+
+        def global_array(x: Any) -> jax.Array:
+            x = np.asarray(x)
+            return jax.make_array_from_callback(x.shape, self.sharding, lambda index: x[index])
+
+        return jax.tree.map(global_array, tree)
+
+    def fetch(self, tree: Any) -> Any:
+        """Whole host arrays of a tree over the member axis, in every process: gathered from every
+        process in a multi-process job (a collective: every process must call it)."""
+        if self.processes == 1:
+            return jax.device_get(tree)
+        from jax.experimental import multihost_utils
+
+        return multihost_utils.process_allgather(tree, tiled=True)
 
     def describe(self) -> dict[str, Any]:
-        """What summary.json and provenance.json record."""
-        return {"platform": self.devices[0].platform, "count": len(self.devices),
-                "ids": [d.id for d in self.devices], "kinds": sorted({d.device_kind for d in self.devices}),
-                "members_per_device": self.per_device, "padding_members": self.padding}
+        """What summary.json and provenance.json record (``processes`` only in a multi-process job)."""
+        described = {"platform": self.devices[0].platform, "count": len(self.devices),
+                     "ids": [d.id for d in self.devices], "kinds": sorted({d.device_kind for d in self.devices}),
+                     "members_per_device": self.per_device, "padding_members": self.padding}
+        return described | ({"processes": self.processes} if self.processes > 1 else {})
 
     def label(self) -> str:
         """The run's first line's account of its devices."""
         padding = f" (+{self.padding} padding)" if self.padding else ""
         platform, count = self.devices[0].platform, len(self.devices)
-        return f"device={platform} devices={count} members/device={self.per_device}{padding}"
+        processes = f" processes={self.processes}" if self.processes > 1 else ""
+        return f"device={platform} devices={count}{processes} members/device={self.per_device}{padding}"
 
 
 def place_members(setting: Any, members: int, in_jit: bool, env_label: str) -> Placement:
     """The placement for ``devices=<setting>`` and ``members`` members; ConfigError for a count this
-    machine does not have, or above one for a host environment (``env_label`` names it)."""
+    machine does not have, or above one for a host environment (``env_label`` names it). In a
+    multi-process job, over every process's devices."""
     requested = requested_devices(setting)
     local = jax.local_devices()
     if requested is not None and requested > len(local):
         raise ConfigError(f"devices={requested} but this machine has {len(local)} {local[0].platform} device(s): "
                           f"use devices=all or a count from 1 to {len(local)}")
     if not in_jit:
+        if jax.process_count() > 1:
+            raise ConfigError(host_refusal(env_label, f"process {jax.process_index()} of {jax.process_count()}"))
         if requested is not None and requested > 1:
             raise ConfigError(f"devices={requested}: {env_label} steps on the host, and host environments train "
                               "on one device; use devices=1 (or all), or a JAX port with env.backend=jax")
         return Placement.single(members)
+    if jax.process_count() > 1:
+        return _over_processes(requested or len(local), members)
     count = min(requested or len(local), members)
     if count == 1:
         return Placement.single(members)
     return Placement(tuple(local[:count]), members, -(-members // count) * count)
+
+
+def _over_processes(per_process: int, members: int) -> Placement:
+    """``per_process`` devices of every process (fewer when there are not enough members to give
+    each one some), in the same order in every process: by process, then by id."""
+    processes = jax.process_count()
+    per_process = min(per_process, -(-members // processes))
+    ordered = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+    devices = tuple(d for p in range(processes) for d in [d for d in ordered if d.process_index == p][:per_process])
+    return Placement(devices, members, -(-members // len(devices)) * len(devices))

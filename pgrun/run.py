@@ -8,6 +8,10 @@ checkpoint kept; in a vectorised sweep only once every member has failed)
 or by SIGINT/SIGTERM (a checkpoint of the current state, ``status:
 interrupted``). A run killed outright continues from its latest checkpoint
 with ``resume=True``.
+
+In a multi-process job (:mod:`pgrun.distributed`) every process runs all of this
+on its share of the members with every member's results gathered, so all take
+the same decisions; only process 0 prints and writes the run folder.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any, Iterator
 
 import jax
 
-from pgrun import checkpoint, provenance
+from pgrun import checkpoint, distributed, provenance
 from pgrun.config import point_name, validate, with_overrides
 from pgrun.errors import ConfigError, TrainingError, TrainingInterrupted, first_line
 from pgrun.logger import Progress, TensorBoardLogger, flat_hparams
@@ -92,6 +96,7 @@ class Session:
     compile_seconds: float
     started: float = field(default_factory=time.perf_counter)
     logger: TensorBoardLogger | None = None
+    writes: bool = True  # False in every process of a multi-process job but the first
 
     @property
     def label(self) -> str:
@@ -101,15 +106,18 @@ class Session:
         return Timing(self.record.earlier_seconds + time.perf_counter() - self.started, self.compile_seconds)
 
     def save(self, name: str) -> None:
-        """A checkpoint of the current runner and record; every logged point is on disk first."""
+        """A checkpoint of the current runner and record; every logged point is on disk first.
+        Every process gathers the state; only the one that writes the run folder saves it."""
+        state = self.loop.checkpoint_state(self.runner)
+        if not self.writes:
+            return
         if self.logger is not None:
             self.logger.flush()
-        checkpoint.save(self.folder.checkpoints, name, self.loop.checkpoint_state(self.runner),
-                        self.record.to_meta(self.timing().wall_seconds))
+        checkpoint.save(self.folder.checkpoints, name, state, self.record.to_meta(self.timing().wall_seconds))
 
     def summarize(self, status: str, **extra: Any) -> dict[str, Any]:
         return write_summaries(self.folder, self.setup, self.record, self.timing(), status, self.resumed,
-                               member_label, **extra)
+                               member_label, write=self.writes, **extra)
 
 
 def start_session(setup: Setup, folder: RunFolder, resume: bool) -> Session:
@@ -165,18 +173,20 @@ def block_callbacks(session: Session, stop: list[int]) -> list:
 
     def honour_stop(done: BlockDone) -> None:
         session.runner = done.runner
-        if stop:
+        signum = distributed.agreed_stop(stop)  # in a multi-process job, every process stops together
+        if signum:
             session.save(checkpoint.LATEST)
             session.summarize("interrupted")
-            raise TrainingInterrupted(f"{signal.Signals(stop[0]).name} received: stopped at {done.env_steps:,d} env "
+            raise TrainingInterrupted(f"{signal.Signals(signum).name} received: stopped at {done.env_steps:,d} env "
                                       f"steps and saved a checkpoint; continue with: pgrun resume={session.folder.path}",
-                                      stop[0])
+                                      signum)
 
     def save_periodically(done: BlockDone) -> None:
         if record.blocks_done % blocks_per_checkpoint == 0:
             session.save(checkpoint.LATEST)
 
-    return [notify_failures, session.logger, show_progress, honour_stop, save_periodically]
+    logging = [session.logger] if session.logger is not None else []
+    return [notify_failures, *logging, show_progress, honour_stop, save_periodically]
 
 
 def run_training(cfg: Any, run_dir: Path, resume: bool = False) -> dict[str, Any]:
@@ -190,19 +200,23 @@ def run_training(cfg: Any, run_dir: Path, resume: bool = False) -> dict[str, Any
     sweep a non-finite member stops the run.
     """
     validate(cfg)
+    cfg, writes = distributed.join(cfg)  # a multi-process job: quiet, and writing nothing, but in process 0
     enable_compile_cache(cfg.compile_cache_dir)
     setup = build(cfg)
     folder = RunFolder(Path(run_dir))
     announce(setup, folder)
-    folder.path.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(folder.provenance_path(resume), provenance.collect(setup.placement.describe(), setup.backend))
-    if setup.points != [{}]:
-        write_point_configs(cfg, folder, setup)
+    if writes:
+        folder.path.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(folder.provenance_path(resume), provenance.collect(setup.placement.describe(), setup.backend))
+        if setup.points != [{}]:
+            write_point_configs(cfg, folder, setup)
     session = start_session(setup, folder, resume)
+    session.writes = writes
     # TensorBoard drops points a killed run logged after its latest checkpoint.
     steps_done = setup.schedule.iterations_done(session.record.blocks_done) * setup.steps_per_iteration
-    session.logger = TensorBoardLogger(folder.member_dirs(setup.points, [cfg.seed + i for i in range(cfg.num_seeds)]),
-                                       session.record, purge_step=steps_done + 1 if resume else None)
+    if writes:
+        dirs = folder.member_dirs(setup.points, [cfg.seed + i for i in range(cfg.num_seeds)])
+        session.logger = TensorBoardLogger(dirs, session.record, purge_step=steps_done + 1 if resume else None)
     if not resume:
         session.save(checkpoint.LATEST)  # a good state exists from the start
     try:
@@ -210,14 +224,16 @@ def run_training(cfg: Any, run_dir: Path, resume: bool = False) -> dict[str, Any
             session.runner = train_blocks(setup, session.loop, session.runner, session.record,
                                           block_callbacks(session, stop))
         point_configs = {point_name(p): with_overrides(cfg, p) if p else cfg for p in setup.points}
-        session.logger.write_hparams([flat_hparams(point_configs[point_name(m.point)]) for m in setup.members],
-                                     setup.seeds)
+        if session.logger is not None:
+            session.logger.write_hparams([flat_hparams(point_configs[point_name(m.point)]) for m in setup.members],
+                                         setup.seeds)
     except TrainingError as err:
         # The state in memory is the bad one: the last good checkpoint on disk stays as it is.
         session.summarize("failed", error=str(err))
         raise
     finally:
-        session.logger.close()
+        if session.logger is not None:
+            session.logger.close()
     return finish(session)
 
 

@@ -74,22 +74,24 @@ def members_summary(setup: Any, record: RunRecord, indices: list[int], timing: T
 
 
 def write_summaries(folder: RunFolder, setup: Any, record: RunRecord, timing: Timing, status: str, resumed: bool,
-                    member_label: Any, **extra: Any) -> dict[str, Any]:
-    """Write the run's summary.json (and each sweep point's) and return the run's."""
+                    member_label: Any, write: bool = True, **extra: Any) -> dict[str, Any]:
+    """Write the run's summary.json (and each sweep point's) and return the run's; with ``write``
+    false, only return it (a process of a multi-process job other than the first)."""
     members = setup.members
     summary = members_summary(setup, record, list(range(len(members))), timing, status, resumed, **extra)
     if setup.points != [{}]:
-        summary["points"] = [_write_point(folder, setup, record, timing, status, resumed, point)
+        summary["points"] = [_write_point(folder, setup, record, timing, status, resumed, point, write)
                              for point in setup.points]
         if record.failures:
             summary["failed_members"] = [{"member": member_label(members[i]), "error": why}
                                          for i, why in sorted(record.failures.items())]
-    folder.write_summary(summary)
+    if write:
+        folder.write_summary(summary)
     return summary
 
 
 def _write_point(folder: RunFolder, setup: Any, record: RunRecord, timing: Timing, status: str, resumed: bool,
-                 point: dict[str, float]) -> dict[str, Any]:
+                 point: dict[str, float], write: bool = True) -> dict[str, Any]:
     """One sweep point's summary.json; its entry in the shared run's ``points`` list."""
     indices = [i for i, m in enumerate(setup.members) if m.point == point]
     failed = [record.failures[i] for i in indices if i in record.failures]
@@ -100,7 +102,8 @@ def _write_point(folder: RunFolder, setup: Any, record: RunRecord, timing: Timin
         extra["error"] = "; ".join(failed)
     # wall time is the shared run's; sps is this point's share of its throughput
     summary = members_summary(setup, record, indices, timing, point_status, resumed, **extra)
-    point_folder.write_summary(summary)
+    if write:
+        point_folder.write_summary(summary)
     return {"point": point, "dir": point_folder.path.name, "status": point_status,
             "final_return_mean": summary["final_return_mean"], "final_return_std": summary["final_return_std"],
             "returns_per_seed": summary["returns_per_seed"], "eval_return_mean": summary["eval_return_mean"]}

@@ -307,7 +307,7 @@ class JaxLoop:
 
         init = self.over_devices(init_one)
         seeds = jnp.asarray(setup.seeds, jnp.uint32)
-        return init, setup.placement.pad((seeds, setup.member_hparams()))
+        return init, setup.placement.put(setup.placement.pad((seeds, setup.member_hparams())))
 
     def start(self) -> JaxRunner:
         """Compile the initialisation (and the evaluation) beside the block, then initialise every member.
@@ -333,11 +333,12 @@ class JaxLoop:
         """One block, of which the first ``iterations`` count (all, but in a short last block the
         others were skipped); then, when one is due, an evaluation (see :func:`make_jax_evaluation`)."""
         runner, metrics = self._compiled(runner)
-        unpad, iterations = self.setup.placement.unpad, iterations or self.setup.block_len
-        metrics = {name: values[:, :iterations] for name, values in unpad(jax.device_get(metrics)).items()}
-        if self._evaluate is not None and self.setup.evaluation_due(int(jax.device_get(runner.train.iteration)[0])):
-            returns, lengths = unpad(jax.device_get(self._evaluate(runner.train.params, runner.train.obs_stats,
-                                                                   runner.key)))
+        placement, iterations = self.setup.placement, iterations or self.setup.block_len
+        unpad, fetch = placement.unpad, placement.fetch  # fetch: every process gets every member's values
+        metrics = {name: values[:, :iterations] for name, values in unpad(fetch(metrics)).items()}
+        if self._evaluate is not None and self.setup.evaluation_due(int(fetch(runner.train.iteration)[0])):
+            returns, lengths = unpad(fetch(self._evaluate(runner.train.params, runner.train.obs_stats,
+                                                          runner.key)))
             metrics.update({EVAL_RETURNS: returns, EVAL_LENGTHS: lengths, EVAL_DONE: True})
         return runner, metrics
 
@@ -346,9 +347,9 @@ class JaxLoop:
         return runner.train
 
     def checkpoint_state(self, runner: JaxRunner) -> JaxRunner:
-        """Everything, environments included, of the run's own members (whole arrays once
-        ``jax.device_get`` gathers them): a resumed run continues exactly, on any number of devices."""
-        return self.setup.placement.unpad(runner)
+        """Everything, environments included, of the run's own members, as whole host arrays (gathered
+        from every process of a multi-process job): a resumed run continues exactly, on any number of devices."""
+        return self.setup.placement.unpad(self.setup.placement.fetch(runner))
 
     def restore(self, runner: JaxRunner, saved: dict) -> JaxRunner:
         """The saved members, padded and split over this run's devices."""

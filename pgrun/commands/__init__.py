@@ -50,5 +50,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def quiet_backend_probing() -> None:
-    """JAX logs each accelerator backend it fails to find: noise on a CPU machine."""
-    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
+    """JAX logs each accelerator backend it fails to find (noise on a CPU machine), and each
+    process of a multi-process job logs its connection to the job (noise before the run's first line)."""
+    for name in ("jax._src.xla_bridge", "jax._src.distributed"):
+        logging.getLogger(name).setLevel(logging.WARNING)

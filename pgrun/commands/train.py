@@ -5,6 +5,10 @@ OmegaConf type errors, our own :class:`~pgrun.errors.ConfigError`) prints one
 line and exits 2, leaving no run directory behind; a failure during training
 exits 1.
 
+In a multi-process job (:mod:`pgrun.distributed`) every process runs this
+command and only process 0 writes: the others ask Hydra for none of its files,
+record nothing in a sweep's ledger and remove nothing on bad input.
+
 In a multirun the jobs may run in other processes or on other machines, so
 each records how it ended in the sweep's ledger (:mod:`pgrun.sweeps`); once
 every job has run, one line per failed job goes to stderr and the exit code
@@ -29,7 +33,7 @@ from typing import Any, NoReturn
 # Imported here, not lazily: it registers the resolver that names job directories, which
 # every process that runs a job needs. Hydra's launchers send the task (_task, below) to
 # joblib workers, Slurm or Ray jobs by reference to this module, so importing it is enough.
-from pgrun import sweeps
+from pgrun import distributed, sweeps
 from pgrun.commands import fail
 from pgrun.errors import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TRAINING_FAILED, ConfigError, TrainingError,
                           TrainingInterrupted, first_line)
@@ -40,7 +44,9 @@ PROG = "pgrun"
 PLUGIN_EXTRAS = {"joblib": "sweep", "submitit_local": "slurm", "submitit_slurm": "slurm", "ray": "ray",
                  "ray_aws": "ray", "optuna": "optuna"}
 # What `resume=RUN_DIR` may change: everything else comes from the run's saved config.
-RESUMABLE_OVERRIDES = ("quiet", "devices")
+RESUMABLE_OVERRIDES = ("quiet", "devices", "distributed")
+# What the processes of a multi-process job other than the first tell Hydra: write none of its files.
+SILENT_HYDRA = ("hydra.output_subdir=null", "hydra/job_logging=none")
 
 
 # ---------------------------------------------------------------- errors in one line
@@ -182,7 +188,9 @@ def _run_job(cfg: Any, run_dir: Path, resume: bool = False, launcher: Any = None
     The job's XLA thread count is set first, before anything can start JAX's
     CPU backend. Bad input removes the run directory, unless ``keep_invalid``
     (a sweep's job), which keeps it with a ``summary.json`` saying why, so
-    reports over the sweep list the job.
+    reports over the sweep list the job. A process of a multi-process job
+    other than the first leaves the run directory to process 0, removing
+    only the empty one Hydra made for it.
     """
     from pgrun import parallel
 
@@ -194,19 +202,28 @@ def _run_job(cfg: Any, run_dir: Path, resume: bool = False, launcher: Any = None
     from pgrun.run import run_training
 
     quiet_backend_probing()
+    writes = _writes_run_dir(cfg)
     try:
         summary = run_training(cfg, run_dir, resume=resume)
     except ConfigError as err:
-        if keep_invalid and not resume:
+        if keep_invalid and not resume and writes:
             _write_invalid_summary(run_dir, str(err))
-        elif not resume:
+        elif not resume and writes:
             _remove_run_dir(run_dir)
         return JobResult("invalid", EXIT_BAD_INPUT, str(err))
     except TrainingError as err:
         return JobResult("failed", EXIT_TRAINING_FAILED, f"training failed: {err}")
     except TrainingInterrupted as err:
         return JobResult("interrupted", 128 + err.signum, str(err))
+    finally:
+        if not writes and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # the one Hydra made for this process, when process 0 writes another
     return JobResult("completed", 0, final_return_mean=summary.get("final_return_mean"))
+
+
+def _writes_run_dir(cfg: Any) -> bool:
+    """Whether this process writes the run directory: all but process 0 of a multi-process job do not."""
+    return distributed.environment_rank(cfg.get("distributed", distributed.AUTO)) == 0
 
 
 def _objective(result: JobResult) -> float:
@@ -235,6 +252,8 @@ def _task(cfg: Any) -> float:
         return _objective(result)
 
     result = _run_job(cfg, run_dir, launcher=hydra_cfg.launcher, keep_invalid=True)
+    if not _writes_run_dir(cfg):
+        return _objective(result)  # process 0 of the job records it
     overrides = [str(o) for o in hydra_cfg.overrides.task]
     sweeps.record(Path(hydra_cfg.sweep.dir), sweeps.Outcome(
         job=int(hydra_cfg.job.num), overrides=overrides, status=result.status, exit_code=result.exit_code,
@@ -342,6 +361,9 @@ def _dispatch(args: list[str]) -> None:
     if any(a.startswith("resume=") for a in args):
         _resume(args)
         return
+    setting = next((a.split("=", 1)[1] for a in args if a.lstrip("+").startswith("distributed=")), distributed.AUTO)
+    if distributed.environment_rank(setting):
+        sys.argv += [o for o in SILENT_HYDRA if o.split("=")[0] not in {a.split("=")[0] for a in args}]
     hydra.main(version_base=None, config_path=str(conf_dir()), config_name="config")(_task)()
 
 
