@@ -107,6 +107,23 @@ def test_sigterm_saves_and_exits_nonzero_then_resumes(tmp_path):
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
 
 
+def test_ctrl_c_saves_and_exits_130(tmp_path):
+    """Ctrl-C (SIGINT) stops the run at the end of a block like SIGTERM does, but exits 128 + 2 = 130:
+    one line naming the signal and how to resume, status interrupted, a checkpoint of where it stopped."""
+    run_dir = tmp_path / "run"
+    process = start(run_dir, tmp_path)
+    wait_for_progress(run_dir, process, min_blocks=1)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "SIGINT" in lines[0] and f"resume={run_dir}" in lines[0], stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and 0 < summary["env_steps"] < 153600
+    saved = checkpoint.read(run_dir / checkpoint.DIRECTORY / checkpoint.LATEST)
+    assert int(saved["meta"]["blocks_done"]) * 2560 == summary["env_steps"]
+
+
 def test_resume_rejects_bad_directories(tmp_path):
     (tmp_path / "empty").mkdir()
     cases = [
