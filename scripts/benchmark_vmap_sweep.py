@@ -10,26 +10,22 @@ Trains the same grid -- PPO on CartPole-v1, three learning rates x four seeds
    (pgrun's default: later jobs of the same shapes skip compilation).
 
     python scripts/benchmark_vmap_sweep.py                 # prints a markdown table
-    python scripts/benchmark_vmap_sweep.py --write         # also updates docs/benchmarks.md
+    python scripts/benchmark_vmap_sweep.py --write         # also updates docs/benchmarks.md (or --doc PATH)
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
+import shlex
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from docs_section import write_block
-
-ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "benchmarks.md"
+import bench_machine
+from docs_section import add_output_options, publish
 
 
 def pgrun(args: list[str], cwd: Path) -> tuple[float, dict]:
@@ -49,8 +45,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100_000, help="env steps per member (default 100000)")
     parser.add_argument("--lrs", type=float, nargs="+", default=[1e-4, 3e-4, 1e-3])
     parser.add_argument("--seeds", type=int, default=4)
-    parser.add_argument("--write", action="store_true", help=f"update the section in {DOC.relative_to(ROOT)}")
+    add_output_options(parser, "vmap-sweep-benchmark")
     args = parser.parse_args()
+    command = shlex.join(["python", "scripts/benchmark_vmap_sweep.py", *sys.argv[1:]])
+    date, machine = bench_machine.now(), bench_machine.describe()
     common = ["algo=ppo", "env=CartPole-v1", f"total_timesteps={args.steps}"]
     values = ",".join(f"{lr:g}" for lr in args.lrs)
     jobs = len(args.lrs) * args.seeds
@@ -74,11 +72,10 @@ def main() -> None:
             rows.append((f"{jobs} {label}", total, compile_total, sum(returns) / len(returns)))
     one = rows[0][1]
     lines = [
-        f"Date {datetime.date.today().isoformat()}; machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
-        f"Python {platform.python_version()}; PPO on CartPole-v1, learning rates {values} x {args.seeds} seeds, "
+        f"Date {date}; machine: {machine}; PPO on CartPole-v1, learning rates {values} x {args.seeds} seeds, "
         f"{args.steps:,d} env steps each.",
         "",
-        f"Command: `python scripts/benchmark_vmap_sweep.py --steps {args.steps}`",
+        f"Command: `{command}`",
         "",
         "| how | wall s (whole commands) | compile s | mean final return | cost vs one program |",
         "|---|---|---|---|---|",
@@ -86,9 +83,7 @@ def main() -> None:
     for label, seconds, compile_seconds, mean_return in rows:
         lines.append(f"| {label} | {seconds:.1f} | {compile_seconds:.1f} | {mean_return:.1f} | {seconds / one:.1f}x |")
     text = "\n".join(lines) + "\n"
-    print(text)
-    if args.write:
-        write_block("vmap-sweep-benchmark", text, "## Vectorised sweep against separate processes")
+    publish(text, "vmap-sweep-benchmark", "## Vectorised sweep against separate processes", args.write, args.doc)
 
 
 if __name__ == "__main__":

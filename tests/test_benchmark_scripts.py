@@ -115,3 +115,19 @@ def test_benchmark_device_writes_its_table(tmp_path):
         assert 1 <= int(devices) <= int(seeds) and number(steps) >= 1024
         assert positive(number(compile_s)) and positive(number(sps))
         assert memory == "n/a" or positive(number(memory))
+
+
+def test_benchmark_vmap_sweep_writes_its_table(tmp_path):
+    """One learning rate x one seed (three short runs): the table records the command that reproduces
+    it -- the grid included, not only the step count -- and its three rows, each a whole run that
+    trained (positive wall and compile time, a return of at least one step)."""
+    args = ["--steps", "512", "--lrs", "0.001", "--seeds", "1"]
+    command, before, after = write_with("benchmark_vmap_sweep.py", args, tmp_path)
+    body = check_doc(before, after, "vmap-sweep-benchmark", command)
+    rows = table(body)
+    assert [r[0] for r in rows] == ["one process, `sweep.vmap` x `num_seeds` (one compiled program)",
+                                    "1 separate processes, no compilation cache",
+                                    "1 separate processes, shared warm compilation cache"]
+    for _, wall, compile_s, mean_return, cost in rows:
+        assert positive(number(wall)) and positive(number(compile_s)) and number(mean_return) >= 1
+        assert number(cost.rstrip("x")) == pytest.approx(number(wall) / number(rows[0][1]), abs=0.06)
