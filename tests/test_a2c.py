@@ -11,21 +11,10 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from conftest import compose_config
+from conftest import compose_config, gae_by_hand
 from pgrun.algos import a2c
 from pgrun.rollout import identity_normalizer, make_rollout
 from pgrun.train import build, init_train_state
-
-
-def gae_by_hand(rewards, values, next_values, terminated, dones, gamma, lam):
-    """delta_t = r_t + gamma V(s'_t) [not terminated] - V(s_t); A_t = delta_t + gamma lambda A_{t+1} [not done]."""
-    adv = np.zeros_like(rewards)
-    running = np.zeros(rewards.shape[1])
-    for t in reversed(range(len(rewards))):
-        delta = rewards[t] + gamma * (1 - terminated[t]) * next_values[t] - values[t]
-        running = delta + gamma * lam * (1 - dones[t]) * running
-        adv[t] = running
-    return adv
 
 
 @pytest.mark.parametrize("gae_lambda", [1.0, 0.9])

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from conftest import compose_config
+from conftest import compose_config, gae_by_hand
 from pgrun.envs.core import Box, Discrete
 from pgrun.natural import backtracking_line_search, conjugate_gradient, fisher_vector_product, natural_step
 from pgrun.policies import make_policy
@@ -380,17 +380,6 @@ COMMON = ("env=CartPole-v1", "num_envs=4", "algo.num_steps=64", "algo.vf_minibat
           "algo.hidden_sizes=[32,32]", "total_timesteps=2560")
 
 
-def numpy_gae(rewards, values, next_values, terminated, dones, gamma, lam):
-    """GAE(lambda), written out step by step (bootstrap unless terminated, reset at dones)."""
-    adv = np.zeros_like(rewards)
-    running = np.zeros(rewards.shape[1])
-    for t in reversed(range(len(rewards))):
-        delta = rewards[t] + gamma * (1 - terminated[t]) * next_values[t] - values[t]
-        running = delta + gamma * lam * (1 - dones[t]) * running
-        adv[t] = running
-    return adv
-
-
 def independent_kl_and_gain(policy, cfg, old_params, new_actor, batch):
     """Mean KL(pi_old || pi_new) and surrogate gain L(new) - L(old) on the batch,
     with the advantages recomputed from the (pre-update) critic."""
@@ -405,7 +394,7 @@ def independent_kl_and_gain(policy, cfg, old_params, new_actor, batch):
 
     values = f64(policy.value(old_params["critic"], batch.obs))
     next_values = f64(policy.value(old_params["critic"], batch.next_obs))
-    adv = numpy_gae(f64(batch.rewards), values, next_values, f64(batch.terminated), f64(batch.dones),
+    adv = gae_by_hand(f64(batch.rewards), values, next_values, f64(batch.terminated), f64(batch.dones),
                     cfg.algo.gamma, cfg.algo.gae_lambda).reshape(-1)
     adv = (adv - adv.mean()) / (adv.std() + 1e-8)
     idx = np.arange(len(actions))
